@@ -1,0 +1,91 @@
+"""Plain-data descriptions of call arguments: the only place tensors are turned into metadata.
+
+A traced call's inputs, outputs and keyword arguments are stored as `TensorMeta` (shape, dtype,
+device, itemsize) or as `ValueSummary` (a short, JSON-safe summary of a non-tensor value). Formula
+binds (`input[0].shape[-1]`, `itemsize(output)`) read these records, never live tensors, so the
+same bind works on a trace stored in DuckDB, on `meta` and on a real device.
+
+Example:
+    >>> import torch
+    >>> describe(torch.zeros(2, 3, dtype=torch.float16))
+    TensorMeta(shape=(2, 3), dtype='float16', device='cpu', itemsize=2)
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from math import prod
+from typing import Any, Union
+
+import torch
+
+Scalar = Union[int, float, bool, str, None]
+
+
+@dataclass(frozen=True)
+class TensorMeta:
+    """Shape, dtype, device and element size of one tensor."""
+
+    shape: tuple[int, ...]
+    dtype: str
+    device: str
+    itemsize: int
+
+    @property
+    def numel(self) -> int:
+        return prod(self.shape)
+
+    @property
+    def nbytes(self) -> int:
+        return self.numel * self.itemsize
+
+    @property
+    def ndim(self) -> int:
+        return len(self.shape)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"shape": list(self.shape), "dtype": self.dtype, "device": self.device,
+                "itemsize": self.itemsize}
+
+    @classmethod
+    def from_tensor(cls, t: torch.Tensor) -> "TensorMeta":
+        return cls(tuple(int(s) for s in t.shape), str(t.dtype).removeprefix("torch."),
+                   t.device.type, t.element_size())
+
+
+@dataclass(frozen=True)
+class ValueSummary:
+    """A non-tensor argument: its Python type and a scalar value when it has one."""
+
+    type: str
+    value: Scalar = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"type": self.type, "value": self.value}
+
+
+Described = Union[TensorMeta, ValueSummary, tuple["Described", ...]]
+
+
+def describe(value: Any, _depth: int = 0) -> Described:
+    """Turn one argument into metadata: tensors to TensorMeta, tuples/lists element-wise
+    (two levels deep), plain scalars kept, everything else summarised by its type name."""
+    if isinstance(value, torch.Tensor):
+        return TensorMeta.from_tensor(value)
+    if isinstance(value, (tuple, list)) and _depth < 2:
+        return tuple(describe(v, _depth + 1) for v in value)
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return ValueSummary(type(value).__name__, value)
+    if isinstance(value, torch.dtype):
+        return ValueSummary("dtype", str(value).removeprefix("torch."))
+    if isinstance(value, (torch.Size,)):
+        return ValueSummary("Size", str(tuple(value)))
+    return ValueSummary(type(value).__qualname__)
+
+
+def flat_tensors(value: Described) -> list[TensorMeta]:
+    """All TensorMeta inside a described value, in order."""
+    if isinstance(value, TensorMeta):
+        return [value]
+    if isinstance(value, tuple):
+        return [t for v in value for t in flat_tensors(v)]
+    return []

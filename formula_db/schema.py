@@ -1,0 +1,219 @@
+"""Formula entry schema: pydantic v2 models, the single source of the JSON Schema file.
+
+An entry describes the cost of one module class (or torch function) as templates of the formula
+language, one per metric, over declared parameters. Each parameter has a `bind`: an expression
+that computes it from a traced call (module attributes, tensor metadata, kwargs, model config).
+
+Validation goes beyond types: every template and bind must parse (template/bind mode), templates
+may only use declared parameters, binds only earlier ones, and `module_depends` must equal the
+set of keys the templates call. `module_db_schema_v2.json` beside this file is generated from
+these models (`python -m formula_db.export_schema`); a test fails when it is stale.
+
+Metric conventions (shared with the measuring counter in `tracing/`):
+- flops: matmul-class FLOPs, 2 per multiply-accumulate (torch.utils.flop_counter's convention).
+- vector_flops: element-wise, reduction, normalisation and softmax work (tracing/optable.py).
+- bytes_read / bytes_written: unfused, per aten op, input and output tensor bytes.
+- activation_bytes: bytes of tensors created by the call and still alive when it returns.
+"""
+from __future__ import annotations
+
+import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, model_validator
+
+from formula_db.ast import Node, called_keys, param_names, walk, Param
+from formula_db.errors import FormulaError
+from formula_db.naming import key_for
+from formula_db.parser import parse
+
+SCHEMA_VERSION = 2
+METRICS: tuple[str, ...] = ("flops", "vector_flops", "bytes_read", "bytes_written",
+                            "activation_bytes")
+ParamValue = int | float | bool | str
+
+
+class Parameter(BaseModel):
+    """A named input of the templates, and how to compute it from a traced call."""
+
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$", max_length=64)
+    type: Literal["int", "float", "bool", "str"]
+    description: str
+    bind: str | None = Field(None, description="Bind expression evaluated on a traced call, e.g. "
+                             "'input[0].shape[-1]' or 'module.in_features'.")
+    default: ParamValue | None = Field(None, description="Value used when the bind is absent "
+                                       "or a nested call omits the argument.")
+
+
+class CodeLocation(BaseModel):
+    """Where the class's source lives (relative to its installed package root)."""
+
+    model_config = ConfigDict(extra="forbid")
+    file: str
+    start_line: int | None = None
+    end_line: int | None = None
+
+
+class BreakdownItem(BaseModel):
+    """One sub-operation's share of the cost; `useful` items are labelled alternatives
+    (e.g. the work a causal kernel really does) and are not summed into the totals."""
+
+    model_config = ConfigDict(extra="forbid")
+    name: str
+    description: str = ""
+    kind: Literal["component", "useful"] = "component"
+    flops: str | None = None
+    vector_flops: str | None = None
+    bytes_read: str | None = None
+    bytes_written: str | None = None
+    activation_bytes: str | None = None
+
+    def templates(self) -> dict[str, str]:
+        return {m: getattr(self, m) for m in METRICS if getattr(self, m) is not None}
+
+
+class Validation(BaseModel):
+    """How far the entry has been checked, by whom, and against which library versions."""
+
+    model_config = ConfigDict(extra="forbid")
+    status: Literal["pending", "validated", "mismatch", "deprecated"] = "pending"
+    source: Literal["builtin", "agent", "user"] = "user"
+    date: datetime.date | None = None
+    torch_version: str | None = None
+    transformers_version: str | None = None
+    notes: str = ""
+
+
+class Example(BaseModel):
+    """Parameter values with the expected metric values (checked by validation)."""
+
+    model_config = ConfigDict(extra="forbid")
+    params: dict[str, ParamValue]
+    expected: dict[str, int] = Field(default_factory=dict)
+
+
+class FormulaEntry(BaseModel):
+    """The cost model of one module class or torch function."""
+
+    model_config = ConfigDict(extra="forbid")
+    full_class_name: str = Field(min_length=1, max_length=300)
+    kind: Literal["module", "function"] = "module"
+    description: str = ""
+    code_location: CodeLocation | None = None
+    parameters: list[Parameter]
+    flops: str
+    vector_flops: str
+    bytes_read: str
+    bytes_written: str
+    activation_bytes: str
+    breakdown: list[BreakdownItem] = Field(default_factory=list)
+    module_depends: list[str] = Field(default_factory=list)
+    allow_fractional: bool = Field(False, description="Allow inexact '/' of integers "
+                                   "(results become fractions).")
+    validation: Validation = Field(default_factory=Validation)
+    examples: list[Example] = Field(default_factory=list)
+
+    _asts: dict[str, Node] = PrivateAttr(default_factory=dict)
+    _bind_asts: dict[str, Node] = PrivateAttr(default_factory=dict)
+
+    @property
+    def key(self) -> str:
+        return key_for(self.full_class_name)
+
+    @property
+    def param_names(self) -> tuple[str, ...]:
+        return tuple(p.name for p in self.parameters)
+
+    @property
+    def defaults(self) -> dict[str, ParamValue]:
+        return {p.name: p.default for p in self.parameters if p.default is not None}
+
+    def templates(self) -> dict[str, str]:
+        """Metric -> template text of the totals."""
+        return {m: getattr(self, m) for m in METRICS}
+
+    def ast(self, field: str) -> Node:
+        """Parsed AST of a total (`flops`) or breakdown item (`breakdown.NAME.flops`)."""
+        return self._asts[field]
+
+    def bind_ast(self, name: str) -> Node | None:
+        return self._bind_asts.get(name)
+
+    @model_validator(mode="after")
+    def _check(self) -> "FormulaEntry":
+        where = key_for(self.full_class_name)
+        names = [p.name for p in self.parameters]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"{where}: duplicate parameter names {dupes}")
+        declared = set(names)
+        texts: dict[str, str] = dict(self.templates())
+        for item in self.breakdown:
+            for metric, text in item.templates().items():
+                texts[f"breakdown.{item.name}.{metric}"] = text
+        calls: set[str] = set()
+        for field, text in texts.items():
+            node = _parse(text, "template", f"{where}.{field}")
+            unknown = param_names(node) - declared
+            if unknown:
+                raise ValueError(FormulaError(
+                    f"unknown parameter(s) {', '.join('${' + u + '}' for u in sorted(unknown))}; "
+                    f"declared: {', '.join(names) or 'none'}", text,
+                    _first_pos(node, unknown), f"{where}.{field}").render())
+            calls |= called_keys(node)
+            self._asts[field] = node
+        seen: set[str] = set()
+        for p in self.parameters:
+            if p.bind is not None:
+                node = _parse(p.bind, "bind", f"{where}.parameters.{p.name}.bind")
+                later = param_names(node) - seen
+                if later:
+                    raise ValueError(f"{where}.parameters.{p.name}.bind: uses ${{{sorted(later)[0]}}} "
+                                     f"which is not an earlier parameter")
+                self._bind_asts[p.name] = node
+            seen.add(p.name)
+        if set(self.module_depends) != calls:
+            missing = sorted(calls - set(self.module_depends))
+            extra = sorted(set(self.module_depends) - calls)
+            raise ValueError(f"{where}: module_depends must equal the keys the templates call; "
+                             f"missing {missing}, not called {extra}")
+        return self
+
+
+def _parse(text: str, mode: Literal["template", "bind"], where: str) -> Node:
+    try:
+        return parse(text, mode)
+    except FormulaError as exc:
+        raise ValueError(exc.located(where).render()) from None
+
+
+def _first_pos(node: Node, names: set[str]) -> int | None:
+    for n in walk(node):
+        if isinstance(n, Param) and n.name in names:
+            return n.pos
+    return None
+
+
+class FormulaDatabase(BaseModel):
+    """A formula database file: schema version and entries keyed by formula key."""
+
+    model_config = ConfigDict(extra="forbid")
+    schema_version: Literal[2] = SCHEMA_VERSION
+    entries: dict[str, FormulaEntry] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _keys_match(self) -> "FormulaDatabase":
+        for key, entry in self.entries.items():
+            if key != entry.key:
+                raise ValueError(f"entry key {key!r} does not match its full_class_name "
+                                 f"{entry.full_class_name!r} (expected {entry.key!r})")
+        return self
+
+
+def json_schema() -> dict[str, Any]:
+    """The JSON Schema of a formula database file, generated from the models."""
+    schema = FormulaDatabase.model_json_schema()
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["title"] = "LM-Predictor formula database (schema v2)"
+    return schema

@@ -1,0 +1,49 @@
+"""The `lm-predictor` command line: argparse subcommands, each in its own module.
+
+Exit codes: 0 success, 1 an error (one line on stderr naming the problem and the fix),
+2 bad usage (argparse), 3 no formula exists for the requested module.
+
+Example:
+    $ lm-predictor module torch.nn.Linear --eval rows=8 in_features=4096 out_features=4096
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Callable, Sequence
+
+from formula_db.errors import DatabaseError, FormulaError
+from lm_predictor import module_cmd
+
+EXIT_ERROR = 1
+EXIT_NO_FORMULA = 3
+
+Handler = Callable[[argparse.Namespace], int]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="lm-predictor",
+        description="FLOP, memory and time analysis of PyTorch/transformers models from formula "
+                    "templates, reconciled against measured aten-op counts.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    module_cmd.register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    handler: Handler = args.handler
+    try:
+        return handler(args)
+    except (DatabaseError, FormulaError) as exc:
+        print(f"lm-predictor: error: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        print("lm-predictor: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

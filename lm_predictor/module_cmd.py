@@ -1,0 +1,177 @@
+"""`lm-predictor module`: cache-first look-up of a module's formula entry.
+
+Prints an entry (parameters with binds, templates, breakdown, validation), evaluates it with
+`--eval name=value ...`, dumps it with `--json`, or lists every key with `--list`. A miss tells
+how a formula is made and exits with code 3; `gap_filler` is the seam through which the formula
+agent (a later component) fills misses.
+
+Example:
+    $ lm-predictor module torch__nn__Linear --eval rows=8 in_features=16 out_features=32
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any, Callable
+
+from rich.console import Console
+from rich.table import Table
+
+from formula_db.errors import FormulaError
+from formula_db.naming import key_for
+from formula_db.registry import Registry, user_db_path
+from formula_db.schema import METRICS, FormulaEntry
+
+EXIT_NO_FORMULA = 3
+
+# Seam for the formula agent: given a module name and the registry, return a new entry or None.
+GapFiller = Callable[[str, Registry], FormulaEntry | None]
+gap_filler: GapFiller | None = None
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("module", help="show, evaluate or list formula entries (cache first)",
+                       description="Look up the formula entry of a module class or torch function "
+                                   "by dotted name (torch.nn.Linear) or key (torch__nn__Linear).")
+    p.add_argument("name", nargs="?", help="dotted class name or formula key")
+    p.add_argument("--eval", nargs="+", metavar="NAME=VALUE", dest="eval_args",
+                   help="evaluate every metric with these parameter values")
+    p.add_argument("--json", action="store_true", help="print the entry as JSON")
+    p.add_argument("--list", action="store_true", help="list all keys with source and status")
+    p.add_argument("--formulas", metavar="PATH",
+                   help="user formula database (default: $LM_PREDICTOR_FORMULAS or the user data dir)")
+    p.set_defaults(handler=run)
+
+
+def parse_value(text: str) -> int | float | bool | str:
+    """A command-line parameter value: int, float, true/false, or a string."""
+    low = text.lower()
+    if low in ("true", "false"):
+        return low == "true"
+    try:
+        return int(text.replace("_", ""))
+    except ValueError:
+        pass
+    try:
+        return float(text)
+    except ValueError:
+        return text
+
+
+def parse_assignments(items: list[str]) -> dict[str, Any]:
+    values: dict[str, Any] = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        if not sep or not name:
+            raise FormulaError(f"--eval expects NAME=VALUE, got {item!r}")
+        values[name.strip()] = parse_value(value.strip())
+    return values
+
+
+def run(args: argparse.Namespace) -> int:
+    registry = Registry.default(args.formulas)
+    console = Console()
+    if args.list:
+        print_list(registry, console, args.json)
+        return 0
+    if not args.name:
+        print("lm-predictor: error: give a module name, or --list to see all keys", file=sys.stderr)
+        return 2
+    entry = registry.find(args.name)
+    if entry is None and gap_filler is not None:
+        entry = gap_filler(args.name, registry)
+        registry = Registry.default(args.formulas)
+    if entry is None:
+        path = user_db_path(args.formulas)
+        print(f"lm-predictor: no formula for {args.name!r} (key {key_for(args.name)!r}) in the "
+              f"builtin or user database ({path}). Make one: add an entry to the user database "
+              f"following formula_db/module_db_schema_v2.json, or let the formula agent write one "
+              f"('lm-predictor agent {args.name}' with ANTHROPIC_API_KEY set).", file=sys.stderr)
+        return EXIT_NO_FORMULA
+    if args.eval_args:
+        values = parse_assignments(args.eval_args)
+        results = registry.evaluate_all(entry.key, values)
+        parts = registry.breakdown(entry.key, values)
+        if args.json:
+            print(json.dumps({"key": entry.key, "params": values,
+                              "metrics": {k: _jsonable(v) for k, v in results.items()},
+                              "breakdown": [{"name": n, "kind": k,
+                                             "metrics": {m: _jsonable(v) for m, v in vals.items()}}
+                                            for n, k, vals in parts]}, indent=2))
+        else:
+            print_eval(entry, values, results, parts, console)
+        return 0
+    if args.json:
+        print(json.dumps(entry.model_dump(mode="json"), indent=2))
+        return 0
+    print_entry(entry, registry.source_of(entry.key), console)
+    return 0
+
+
+def _jsonable(value: Any) -> Any:
+    return value if isinstance(value, (int, float, bool, str)) else str(value)
+
+
+def print_list(registry: Registry, console: Console, as_json: bool) -> None:
+    rows = [(k, registry.source_of(k), registry.get(k).validation.status,
+             registry.get(k).full_class_name) for k in registry.keys()]
+    if as_json:
+        print(json.dumps([{"key": k, "layer": s, "status": st, "full_class_name": n}
+                          for k, s, st, n in rows], indent=2))
+        return
+    table = Table(title=f"{len(rows)} formula entries")
+    for col in ("key", "layer", "status", "full class name"):
+        table.add_column(col)
+    for row in rows:
+        table.add_row(*row)
+    console.print(table)
+
+
+def print_entry(entry: FormulaEntry, layer: str, console: Console) -> None:
+    console.print(f"[bold]{entry.key}[/bold]  ({entry.full_class_name}, {entry.kind}, layer: {layer})")
+    if entry.description:
+        console.print(entry.description)
+    if entry.code_location:
+        loc = entry.code_location
+        console.print(f"source: {loc.file}:{loc.start_line or ''}-{loc.end_line or ''}")
+    params = Table(title="parameters")
+    for col in ("name", "type", "bind", "default", "description"):
+        params.add_column(col)
+    for p in entry.parameters:
+        params.add_row(p.name, p.type, p.bind or "", "" if p.default is None else str(p.default),
+                       p.description)
+    console.print(params)
+    templates = Table(title="templates")
+    templates.add_column("metric")
+    templates.add_column("template", overflow="fold")
+    for metric in METRICS:
+        templates.add_row(metric, getattr(entry, metric))
+    console.print(templates)
+    if entry.breakdown:
+        bd = Table(title="breakdown")
+        for col in ("item", "kind", "templates"):
+            bd.add_column(col, overflow="fold")
+        for item in entry.breakdown:
+            bd.add_row(item.name, item.kind, "; ".join(f"{m}: {t}" for m, t in item.templates().items()))
+        console.print(bd)
+    if entry.module_depends:
+        console.print(f"calls: {', '.join(entry.module_depends)}")
+    v = entry.validation
+    console.print(f"validation: {v.status} (source {v.source}, {v.date or 'no date'}, torch "
+                  f"{v.torch_version or '?'}, transformers {v.transformers_version or '?'})"
+                  + (f" — {v.notes}" if v.notes else ""))
+
+
+def print_eval(entry: FormulaEntry, values: dict[str, Any], results: dict[str, Any],
+               parts: list[tuple[str, str, dict[str, Any]]], console: Console) -> None:
+    table = Table(title=f"{entry.key} at " + ", ".join(f"{k}={v}" for k, v in values.items()))
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for metric, value in results.items():
+        table.add_row(metric, f"{value:,}" if isinstance(value, int) else str(value))
+    for name, kind, vals in parts:
+        for metric, value in vals.items():
+            label = f"  {name} ({'useful' if kind == 'useful' else 'part'}) {metric}"
+            table.add_row(label, f"{value:,}" if isinstance(value, int) else str(value))
+    console.print(table)
