@@ -2,7 +2,7 @@
 
 A bind expression sees five roots, all plain data:
 - `module`: the module's plain attributes (int/float/bool/str and tuples of ints) from `vars()`,
-  e.g. `module.in_features`, `module.kernel_size[0]`; private names are never reachable.
+  `training` included, plus `has_<name>` for every registered parameter or buffer (`has_bias`), e.g. `module.in_features`, `module.kernel_size[0]`; private names are never reachable.
 - `input`: the positional arguments, described (`formula_db.meta`): `input[0].shape[-1]`.
 - `output`: the described output (a tensor, or a tuple indexable as `output[0]`).
 - `kwargs`: keyword arguments by name: `kwargs.attention_mask`, `kwargs['is_causal']`.
@@ -33,16 +33,17 @@ def plain_attributes(module: torch.nn.Module) -> dict[str, AttrValue]:
     """Public scalar attributes of a module (and tuples of ints), as formulas may bind them."""
     out: dict[str, AttrValue] = {}
     for name, value in vars(module).items():
-        if name.startswith("_") or name == "training":
+        if name.startswith("_"):
             continue
         if value is None or isinstance(value, (bool, int, float, str)):
             out[name] = value
         elif isinstance(value, tuple) and all(isinstance(v, int) for v in value):
             out[name] = tuple(value)
-    for name in ("weight", "bias"):
-        param = getattr(module, name, None) if hasattr(module, "_parameters") else None
-        if f"has_{name}" not in out and (param is None or isinstance(param, torch.Tensor)):
-            out[f"has_{name}"] = isinstance(param, torch.Tensor)
+    for registry in ("_parameters", "_buffers"):
+        for name, tensor in getattr(module, registry, {}).items():
+            out.setdefault(f"has_{name}", tensor is not None)
+    out.setdefault("has_weight", False)
+    out.setdefault("has_bias", False)
     return out
 
 

@@ -51,6 +51,7 @@ BIND_FUNCS: dict[str, FuncSpec] = {
     "prod": (1, 1, math.prod),
     "is_none": (1, 1, lambda x: x is None),
     "is_tensor": (1, 1, lambda x: isinstance(x, TensorMeta)),
+    "get": (2, 3, lambda m, k, d=None: m.get(k, d) if isinstance(m, dict) else d),
 }
 
 
