@@ -24,18 +24,34 @@ def dotted_name(obj: Any) -> str:
     module = getattr(target, "__module__", None) or ""
     qualname = getattr(target, "__qualname__", None) or getattr(target, "__name__", "")
     # torch.nn.modules.linear.Linear is exported as torch.nn.Linear; prefer the public path.
-    public = _public_torch_name(module, qualname)
+    public = _public_torch_name(module, qualname, target)
     return public or (f"{module}.{qualname}" if module else qualname)
 
 
-def _public_torch_name(module: str, qualname: str) -> str | None:
+def public_name(dotted: str) -> str:
+    """The public torch path of a dotted name (`torch.nn.modules.linear.Linear` ->
+    `torch.nn.Linear`); other names unchanged."""
+    module, _, qualname = dotted.rpartition(".")
+    return _public_torch_name(module, qualname) or dotted
+
+
+def _public_torch_name(module: str, qualname: str, obj: Any = None) -> str | None:
     if module.startswith("torch.nn.modules."):
         import torch.nn as nn
 
         if getattr(nn, qualname, None) is not None:
             return f"torch.nn.{qualname}"
-    if module == "torch.nn.functional" or module.startswith("torch._C"):
-        return None
+    if obj is not None and (module.startswith("torch._C")
+                            or qualname.startswith("_VariableFunctionsClass.")):
+        # Builtins (torch._C._nn.linear, torch._VariableFunctionsClass.matmul) are exported as
+        # torch.nn.functional.X or torch.X: name them by the public alias that is the same object.
+        import torch
+        import torch.nn.functional as F
+
+        name = qualname.rsplit(".", 1)[-1]
+        for prefix, namespace in (("torch.nn.functional", F), ("torch", torch)):
+            if getattr(namespace, name, None) is obj:
+                return f"{prefix}.{name}"
     return None
 
 

@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from formula_db.ast import (Attr, BinOp, Bool, Call, Cond, Func, Index, Name, Node, Num, Param,
-                            Str, Unary)
+                            Str, Unary, children)
 from formula_db.errors import FormulaError
 from formula_db.functions import allowed
 
@@ -41,6 +41,7 @@ Mode = Literal["template", "bind"]
 
 MAX_TEMPLATE_CHARS = 4000
 MAX_DEPTH = 64
+MAX_TREE_DEPTH = 200  # depth of the AST, which evaluation and symbolic conversion recurse on
 MAX_LITERAL_DIGITS = 40
 BIND_ROOTS = frozenset({"module", "input", "output", "kwargs", "config"})
 KEYWORDS = frozenset({"and", "or", "not", "true", "false"})
@@ -137,6 +138,11 @@ class _Parser:
         node = self.expr()
         if self.tok.kind != "END":
             raise self.error(f"expected an operator or end of template, found {self.tok.text!r}")
+        deep = _deeper_than(node, MAX_TREE_DEPTH)
+        if deep is not None:
+            raise self.error(f"expression deeper than {MAX_TREE_DEPTH} levels (a long chain of "
+                             f"operators); group it with parentheses or split it into entries",
+                             deep.pos)
         return node
 
     def expr(self) -> Node:
@@ -313,6 +319,18 @@ class _Parser:
                 raise self.error("numeric literal out of range", tok.pos)
             return Num(value, tok.pos)
         return Num(int(tok.text), tok.pos)
+
+
+def _deeper_than(node: Node, limit: int) -> Node | None:
+    """The first node found below depth `limit` of the tree, else None (iterative). Left-leaning
+    chains (`1+1+...+1`) are deep without nesting, and evaluation recurses on the tree."""
+    stack = [(node, 1)]
+    while stack:
+        current, depth = stack.pop()
+        if depth > limit:
+            return current
+        stack.extend((child, depth + 1) for child in children(current))
+    return None
 
 
 def parse(text: str, mode: Mode = "template") -> Node:

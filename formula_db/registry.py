@@ -25,7 +25,7 @@ from formula_db.ast import Call, walk
 from formula_db.bind import bind_parameters
 from formula_db.errors import CycleError, FormulaError, UnknownKeyError
 from formula_db.evaluate import Callee, Env, evaluate, exact
-from formula_db.naming import dotted_name, is_key, key_for
+from formula_db.naming import dotted_name, is_key, key_for, public_name
 from formula_db.schema import METRICS, FormulaDatabase, FormulaEntry, ParamValue
 from formula_db.store import load_database
 from formula_db import symbolic
@@ -97,7 +97,8 @@ class Registry:
                 return self._by_name[name_or_obj]
             if not is_key(name_or_obj) and key_for(name_or_obj) in self._entries:
                 return key_for(name_or_obj)
-            return None
+            public = public_name(name_or_obj)
+            return self.resolve_key(public) if public != name_or_obj else None
         name = dotted_name(name_or_obj)
         return self._by_name.get(name) or (key_for(name) if key_for(name) in self._entries else None)
 

@@ -106,7 +106,7 @@ def save_entries(path: Path, entries: list[FormulaEntry], timeout: float = LOCK_
             write_atomic(path, dump_database(new))
     except Timeout:
         raise DatabaseError(f"formula database {path} is locked by another process for more than "
-                            f"{timeout:.0f}s; retry, or remove {path}.lock if no writer is "
+                            f"{timeout:g}s; retry, or remove {path}.lock if no writer is "
                             f"running") from None
 
 

@@ -1,0 +1,65 @@
+"""Structured results of an analysis run: run metadata, per-call reconciliation, totals.
+
+These dataclasses connect the stages: `reconcile.py` produces them from a `tracing.Trace` and
+the formula registry, `store.py` writes them to DuckDB, `report.py` renders them.
+
+Metrics (`METRICS`): flops, vector_flops, bytes_read, bytes_written (inclusive of children) and
+activation_bytes (bytes of tensors created by the call and alive when it returns).
+Statuses: `exact` (every metric equal), `within_tolerance` (all within `rtol`), `mismatch`,
+`no_formula` (no entry for the class: predicted as the sum of the children's predictions plus
+the call's own measured ops, which are reported as uncovered).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+METRICS: tuple[str, ...] = ("flops", "vector_flops", "bytes_read", "bytes_written",
+                            "activation_bytes")
+Status = Literal["exact", "within_tolerance", "mismatch", "no_formula"]
+
+
+@dataclass
+class RunMeta:
+    """What was run, how: one row of the `runs` table."""
+
+    model_id: str
+    config_hash: str
+    phase: Literal["prefill", "decode"]
+    batch_size: int
+    seq_len: int
+    kv_len: int
+    dtype: str
+    device: str
+    counter: str = "dispatch"
+    rtol: float = 0.0
+    tool_version: str = ""
+    torch_version: str = ""
+    transformers_version: str = ""
+
+
+@dataclass
+class CallResult:
+    """Predicted versus measured for one module call."""
+
+    call_id: int
+    formula_key: str
+    status: Status
+    measured: dict[str, int]
+    predicted: dict[str, int | float | None]
+    rel_error: dict[str, float | None]
+    uncovered: dict[str, int] = field(default_factory=dict)  # own ops no formula explains
+    error: str | None = None  # why a formula could not be evaluated, if it could not
+
+
+@dataclass
+class Reconciliation:
+    """All calls of a trace reconciled, with the model totals and formula coverage."""
+
+    calls: list[CallResult]
+    measured_totals: dict[str, int]
+    predicted_totals: dict[str, int | float]
+    coverage: dict[str, float]  # share of measured flops/bytes explained by formulas
+    peak_activation_bytes: int = 0
+    uncovered_classes: dict[str, int] = field(default_factory=dict)  # class -> calls
+    uncovered_ops: dict[str, int] = field(default_factory=dict)
