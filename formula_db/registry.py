@@ -156,7 +156,12 @@ class Registry:
         env = Env(params=values, text=self._text(entry, field), where=f"{entry.key}.{field}",
                   metric=metric, resolve=self.callee, allow_fractional=entry.allow_fractional,
                   stack=(entry.key,))
-        return exact(evaluate(entry.ast(field), env))
+        try:
+            return exact(evaluate(entry.ast(field), env))
+        except RecursionError:
+            raise FormulaError("nested templates too deep to evaluate (the call chain's combined "
+                               "depth exceeds Python's recursion limit); flatten the formulas",
+                               where=f"{entry.key}.{field}") from None
 
     def evaluate_all(self, name_or_obj: Any, params: Mapping[str, ParamValue]) -> dict[str, Any]:
         """Every metric's value for the given parameters."""
@@ -184,10 +189,15 @@ class Registry:
         for name, value in entry.defaults.items():
             if name not in fixed and name not in free:
                 fixed[name] = value
-        expr = symbolic.to_sympy(entry.ast(field), fixed, free, self.callee,
-                                 field.rsplit(".", 1)[-1], self._text(entry, field),
-                                 f"{entry.key}.{field}")
-        return symbolic.closed_form(expr) if simplify else expr
+        try:
+            expr = symbolic.to_sympy(entry.ast(field), fixed, free, self.callee,
+                                     field.rsplit(".", 1)[-1], self._text(entry, field),
+                                     f"{entry.key}.{field}", (entry.key,))
+            return symbolic.closed_form(expr) if simplify else expr
+        except RecursionError:
+            raise FormulaError("nested templates too deep to convert (the call chain's combined "
+                               "depth exceeds Python's recursion limit); flatten the formulas",
+                               where=f"{entry.key}.{field}") from None
 
     # -- whole-registry checks ---------------------------------------------------------------
     def check(self) -> list[str]:
@@ -209,6 +219,26 @@ class Registry:
         cycle = self.find_cycle()
         if cycle:
             problems.append(f"recursive formula cycle {' -> '.join(cycle)}")
+            return problems
+        if not problems:
+            problems.extend(self.check_examples())
+        return problems
+
+    def check_examples(self) -> list[str]:
+        """Evaluate every entry's examples: inexact '/' and wrong expected values are flagged."""
+        problems: list[str] = []
+        for key, entry in self._entries.items():
+            for i, example in enumerate(entry.examples):
+                for metric in METRICS:
+                    try:
+                        value = self.evaluate(key, metric, example.params)
+                    except FormulaError as exc:
+                        problems.append(f"{key}.examples[{i}]: {exc}")
+                        break
+                    want = example.expected.get(metric)
+                    if want is not None and value != want:
+                        problems.append(f"{key}.examples[{i}].{metric}: expected {want}, "
+                                        f"formula gives {value}")
         return problems
 
     def find_cycle(self) -> list[str] | None:

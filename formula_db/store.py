@@ -117,10 +117,15 @@ def save_entry(path: Path, entry: FormulaEntry, timeout: float = LOCK_TIMEOUT_S)
 
 def remove_entry(path: Path, key: str, timeout: float = LOCK_TIMEOUT_S) -> bool:
     """Remove an entry by key; returns whether it was there."""
-    with _lock(path, timeout):
-        db = load_database(path)
-        if key not in db.entries:
-            return False
-        entries = {k: v for k, v in db.entries.items() if k != key}
-        write_atomic(path, dump_database(FormulaDatabase(entries=entries)))
-        return True
+    try:
+        with _lock(path, timeout):
+            db = load_database(path)
+            if key not in db.entries:
+                return False
+            entries = {k: v for k, v in db.entries.items() if k != key}
+            write_atomic(path, dump_database(FormulaDatabase(entries=entries)))
+            return True
+    except Timeout:
+        raise DatabaseError(f"formula database {path} is locked by another process for more than "
+                            f"{timeout:g}s; retry, or remove {path}.lock if no writer is "
+                            f"running") from None

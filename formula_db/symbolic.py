@@ -178,11 +178,12 @@ def _call(node: Call, env: SymEnv) -> Any:
 
 def to_sympy(node: Node, fixed: Mapping[str, Any] | None = None, free: list[str] | None = None,
              resolve: Resolver | None = None, metric: str = "flops", text: str = "",
-             where: str = "") -> Any:
-    """Convert a template AST: `fixed` parameters become numbers, `free` ones symbols."""
+             where: str = "", stack: tuple[str, ...] = ()) -> Any:
+    """Convert a template AST: `fixed` parameters become numbers, `free` ones symbols; `stack`
+    holds the key of the entry being converted (so a cycle is named from it)."""
     params: dict[str, Any] = {name: symbol(name) for name in (free or [])}
     params.update({k: constant(v) for k, v in (fixed or {}).items()})
-    return convert(node, SymEnv(params, text, where, metric, resolve))
+    return convert(node, SymEnv(params, text, where, metric, resolve, stack))
 
 
 def closed_form(expr: Any) -> Any:
