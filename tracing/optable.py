@@ -1,0 +1,210 @@
+"""Per-op table of vector FLOPs and byte classes: the knowledge the dispatch counter applies.
+
+Matmul-class FLOPs come from `torch.utils.flop_counter.flop_registry` (plus `tracing.attention`
+for ops it lacks). Everything else an aten op costs is decided here, as data: `VECTOR_OPS` maps an
+op name (overload packet, e.g. 'aten.add'; in-place 'aten.add_' falls back to 'aten.add') to a
+rule name, and `RULES` maps a rule name to a small function of the op's described arguments and
+output (tensors replaced by `TensorMeta` by `tracing.costs`, the only place that sees tensors).
+
+Conventions (one FLOP = one scalar arithmetic or comparison result):
+- pointwise (unary, binary, ternary: add, mul, relu, gelu, silu, exp, rsqrt, where, eq...):
+  1 FLOP per output element per op, whatever the op's internal complexity (gelu counts 1).
+- reduction (sum, mean, amax, max, argmax, any...): numel of the first tensor input.
+- softmax (_softmax, _log_softmax, _safe_softmax): 5 per element (max, subtract, exp, sum, divide).
+- norm with statistics computed (native_layer_norm, native_group_norm, training batch norm):
+  5 per input element (mean, subtract, square, sum, scale) + 1 per element per affine tensor
+  (weight, bias) given. Batch norm with given statistics (eval): 2 per element + affine.
+- bias epilogue: addmm/baddbmm add their `self` term and a convolution its bias: numel(output)
+  vector FLOPs, so `Linear` costs the same whether bias-add is fused (addmm) or not (mm + add).
+- zero: data movement and factories (embedding, cat, clone, _to_copy, copy_, zeros, arange...):
+  0 FLOPs; their bytes still count.
+Byte classes (see `tracing.costs`): `ALLOC_ONLY` ops (empty*) move no bytes; `METADATA_OPS` are
+metadata-only ops the schema does not mark as views (_unsafe_view, detach_); `WRITE_ONLY_INPLACE`
+ops do not read their `self` (copy_, fill_, zero_, random fills).
+Ops in no table (cumsum, sort, topk, var, ...) are *uncovered*: reported by name, never silently 0.
+
+Example:
+    >>> from formula_db.meta import TensorMeta
+    >>> x = TensorMeta((4, 8), "float32", "cpu", 4)
+    >>> vector_flops("aten.mul_", (x, x), {}, x)
+    32
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+from math import prod
+from typing import Any
+
+from formula_db.meta import TensorMeta
+
+SOFTMAX_FLOPS_PER_ELEMENT = 5  # max, subtract, exp, sum, divide
+NORM_FLOPS_PER_ELEMENT = 5  # mean, subtract, square, sum (variance), scale by rstd
+NORM_GIVEN_STATS_FLOPS_PER_ELEMENT = 2  # subtract mean, scale by rstd
+SDPA_FLOPS_PER_SCORE = 1 + SOFTMAX_FLOPS_PER_ELEMENT  # scale + softmax; +1 when masked
+
+Rule = Callable[[tuple, dict, Any], int]
+
+
+def _tensors(value: Any) -> list[TensorMeta]:
+    if isinstance(value, TensorMeta):
+        return [value]
+    if isinstance(value, (tuple, list)):
+        return [t for v in value for t in _tensors(v)]
+    return []
+
+
+def _first(value: Any) -> TensorMeta | None:
+    found = _tensors(value)
+    return found[0] if found else None
+
+
+def _numel(value: Any) -> int:
+    t = _first(value)
+    return t.numel if t is not None else 0
+
+
+def _arg(args: tuple, kwargs: dict, index: int, name: str) -> Any:
+    return args[index] if len(args) > index else kwargs.get(name)
+
+
+def _affine(args: tuple, kwargs: dict, slots: tuple[tuple[int, str], ...]) -> int:
+    return sum(isinstance(_arg(args, kwargs, i, n), TensorMeta) for i, n in slots)
+
+
+def pointwise(args: tuple, kwargs: dict, out: Any) -> int:
+    return _numel(out)
+
+
+def reduction(args: tuple, kwargs: dict, out: Any) -> int:
+    return _numel(args)
+
+
+def softmax(args: tuple, kwargs: dict, out: Any) -> int:
+    return SOFTMAX_FLOPS_PER_ELEMENT * _numel(out)
+
+
+def layer_norm(args: tuple, kwargs: dict, out: Any) -> int:
+    n = _numel(args[:1])
+    return n * (NORM_FLOPS_PER_ELEMENT + _affine(args, kwargs, ((2, "weight"), (3, "bias"))))
+
+
+def group_norm(args: tuple, kwargs: dict, out: Any) -> int:
+    n = _numel(args[:1])
+    return n * (NORM_FLOPS_PER_ELEMENT + _affine(args, kwargs, ((1, "weight"), (2, "bias"))))
+
+
+def batch_norm(args: tuple, kwargs: dict, out: Any) -> int:
+    """native_batch_norm(input, weight, bias, running_mean, running_var, training, ...)."""
+    training = _arg(args, kwargs, 5, "training")
+    per = NORM_FLOPS_PER_ELEMENT if training is not False else NORM_GIVEN_STATS_FLOPS_PER_ELEMENT
+    return _numel(args[:1]) * (per + _affine(args, kwargs, ((1, "weight"), (2, "bias"))))
+
+
+def batch_norm_stats(args: tuple, kwargs: dict, out: Any) -> int:
+    """_native_batch_norm_legit(input, weight, bias, ...): statistics computed from the batch."""
+    n = _numel(args[:1])
+    return n * (NORM_FLOPS_PER_ELEMENT + _affine(args, kwargs, ((1, "weight"), (2, "bias"))))
+
+
+def batch_norm_given_stats(args: tuple, kwargs: dict, out: Any) -> int:
+    n = _numel(args[:1])
+    affine = _affine(args, kwargs, ((1, "weight"), (2, "bias")))
+    return n * (NORM_GIVEN_STATS_FLOPS_PER_ELEMENT + affine)
+
+
+def bias_epilogue(args: tuple, kwargs: dict, out: Any) -> int:
+    """addmm/baddbmm(self, ...): the `self` add; convolution(input, weight, bias, ...): bias add."""
+    return _numel(out)
+
+
+def conv_bias(args: tuple, kwargs: dict, out: Any) -> int:
+    return _numel(out) if isinstance(_arg(args, kwargs, 2, "bias"), TensorMeta) else 0
+
+
+def sdpa(args: tuple, kwargs: dict, out: Any) -> int:
+    """scaled_dot_product_attention(query, key, value, attn_mask, dropout_p, is_causal, ...):
+    per score element (batch x query heads x Lq x Lk): scale + softmax, +1 when masked."""
+    q, k = _first(args[:1]), _first(args[1:2])
+    if q is None or k is None or q.ndim < 2:
+        return 0
+    scores = prod(q.shape[:-1]) * k.shape[-2]
+    masked = (_arg(args, kwargs, 3, "attn_mask") is not None
+              or bool(_arg(args, kwargs, 5, "is_causal")))
+    return scores * (SDPA_FLOPS_PER_SCORE + int(masked))
+
+
+def zero(args: tuple, kwargs: dict, out: Any) -> int:
+    return 0
+
+
+RULES: dict[str, Rule] = {
+    "pointwise": pointwise, "reduction": reduction, "softmax": softmax,
+    "layer_norm": layer_norm, "group_norm": group_norm, "batch_norm": batch_norm,
+    "batch_norm_stats": batch_norm_stats, "batch_norm_given_stats": batch_norm_given_stats,
+    "bias_epilogue": bias_epilogue, "conv_bias": conv_bias, "sdpa": sdpa, "zero": zero,
+}
+
+_POINTWISE = (
+    "abs", "add", "sub", "rsub", "mul", "div", "neg", "reciprocal", "pow", "sqrt", "rsqrt",
+    "exp", "exp2", "expm1", "log", "log1p", "log2", "sin", "cos", "tan", "erf", "erfc", "erfinv",
+    "relu", "gelu", "silu", "sigmoid", "tanh", "hardtanh", "leaky_relu", "elu", "mish",
+    "softplus", "hardswish", "hardsigmoid", "clamp", "clamp_min", "clamp_max", "minimum", "maximum",
+    "where", "masked_fill", "eq", "ne", "lt", "le", "gt", "ge", "logical_not", "logical_and",
+    "logical_or", "bitwise_not", "bitwise_and", "bitwise_or", "bitwise_xor", "floor", "ceil",
+    "round", "trunc", "sign", "remainder", "fmod", "floor_divide", "lerp", "addcmul", "addcdiv",
+    "native_dropout", "isnan", "isinf",
+)
+_REDUCTION = ("sum", "mean", "amax", "amin", "max", "min", "prod", "argmax", "argmin", "any", "all")
+_SOFTMAX = ("_softmax", "_log_softmax", "_safe_softmax")
+_ZERO = (
+    "embedding", "index_select", "gather", "scatter", "index", "index_put", "cat", "stack",
+    "clone", "_to_copy", "copy", "_copy_from", "constant_pad_nd", "repeat", "tril", "triu", "flip",
+    "roll", "slice_scatter", "select_scatter", "zeros", "zeros_like", "ones", "ones_like", "full",
+    "full_like", "new_zeros", "new_ones", "new_full", "scalar_tensor", "arange", "linspace",
+    "randn", "rand", "randint", "uniform", "normal", "fill", "zero", "bernoulli", "lift_fresh_copy",
+    "_local_scalar_dense", "empty", "empty_like", "empty_strided", "new_empty", "new_empty_strided",
+    "empty_permuted",
+)
+
+VECTOR_OPS: dict[str, str] = {
+    **{f"aten.{n}": "pointwise" for n in _POINTWISE},
+    **{f"aten.{n}": "reduction" for n in _REDUCTION},
+    **{f"aten.{n}": "softmax" for n in _SOFTMAX},
+    **{f"aten.{n}": "zero" for n in _ZERO},
+    "aten.native_layer_norm": "layer_norm",
+    "aten.native_group_norm": "group_norm",
+    "aten.native_batch_norm": "batch_norm",
+    "aten._native_batch_norm_legit": "batch_norm_stats",
+    "aten._native_batch_norm_legit_no_training": "batch_norm_given_stats",
+    "aten.addmm": "bias_epilogue",
+    "aten.baddbmm": "bias_epilogue",
+    "aten.convolution": "conv_bias",
+    "aten._convolution": "conv_bias",
+    "aten.scaled_dot_product_attention": "sdpa",
+}
+
+ALLOC_ONLY = frozenset(f"aten.{n}" for n in (
+    "empty", "empty_like", "empty_strided", "new_empty", "new_empty_strided", "empty_permuted"))
+
+METADATA_OPS = frozenset(f"aten.{n}" for n in (
+    "_unsafe_view", "_reshape_alias", "size", "sym_size", "stride", "sym_stride", "numel",
+    "sym_numel", "dim", "is_contiguous", "sym_is_contiguous", "storage_offset",
+    "sym_storage_offset", "is_strides_like_format", "is_non_overlapping_and_dense",
+    "resolve_conj", "resolve_neg", "detach_")) | {"prim.layout", "prim.device"}
+
+WRITE_ONLY_INPLACE = frozenset(f"aten.{n}" for n in (
+    "copy_", "fill_", "zero_", "uniform_", "normal_", "random_", "bernoulli_", "exponential_"))
+
+
+def vector_rule(name: str) -> str | None:
+    """Rule name for an op, looking up 'aten.add_' as 'aten.add' when it has no entry itself."""
+    rule = VECTOR_OPS.get(name)
+    if rule is None and name.endswith("_"):
+        rule = VECTOR_OPS.get(name[:-1])
+    return rule
+
+
+def vector_flops(name: str, args: tuple, kwargs: dict, out: Any) -> int:
+    """Vector FLOPs of one op from described arguments; 0 for ops without a rule."""
+    rule = vector_rule(name)
+    return RULES[rule](args, kwargs, out) if rule is not None else 0

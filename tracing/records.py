@@ -1,0 +1,124 @@
+"""Plain-data results of a trace: additive counters, per-op statistics, one record per module call.
+
+Nothing here touches tensors or hooks; these dataclasses are what the rest of LM-Predictor reads
+(formula binds, reconciliation, the DuckDB store).
+
+Semantics:
+- `Counters` are additive: `flops` (matmul-class, from torch's flop registry), `vector_flops`
+  (element-wise, reductions, normalisation, softmax; see `tracing.optable`), `bytes_read` and
+  `bytes_written` (unfused, per aten op; see `tracing.costs`).
+- A `CallRecord` is one call of one module. `self_counters` and `ops` hold what ran while this call
+  was the innermost active module call; `inclusive` adds the children's `inclusive`.
+- `Trace.outside` holds ops dispatched inside the `with` block but outside any module call
+  (the pseudo-root); `Trace.totals` is the roots' inclusive sum plus `outside`.
+
+Example:
+    >>> c = Counters(flops=2); c.add(Counters(flops=3, bytes_read=8)); c.as_dict()
+    {'flops': 5, 'vector_flops': 0, 'bytes_read': 8, 'bytes_written': 0}
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+METRICS = ("flops", "vector_flops", "bytes_read", "bytes_written")
+
+
+@dataclass
+class Counters:
+    """Additive cost counters of a set of aten ops."""
+
+    flops: int = 0
+    vector_flops: int = 0
+    bytes_read: int = 0
+    bytes_written: int = 0
+
+    def add(self, other: "Counters") -> None:
+        for name in METRICS:
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+
+    def as_dict(self) -> dict[str, int]:
+        return {name: getattr(self, name) for name in METRICS}
+
+
+@dataclass
+class OpStat:
+    """How often one aten op (overload packet, e.g. 'aten.addmm') ran, and its summed counters."""
+
+    count: int = 0
+    flops: int = 0
+    vector_flops: int = 0
+    bytes_read: int = 0
+    bytes_written: int = 0
+
+    def add(self, counters: Counters, count: int = 1) -> None:
+        self.count += count
+        for name in METRICS:
+            setattr(self, name, getattr(self, name) + getattr(counters, name))
+
+    def counters(self) -> Counters:
+        return Counters(**{name: getattr(self, name) for name in METRICS})
+
+
+def add_op(ops: dict[str, OpStat], name: str, counters: Counters) -> None:
+    """Add one execution of op `name` to a per-op table."""
+    ops.setdefault(name, OpStat()).add(counters)
+
+
+@dataclass
+class CallRecord:
+    """One module call: where it sits in the call tree, its described arguments, its costs.
+
+    `inputs`, `kwargs` and `outputs` hold `formula_db.meta` descriptions, never tensors.
+    `activation_bytes` and `peak_activation_bytes` are defined in `tracing.memory`.
+    """
+
+    call_id: int
+    parent_call_id: int | None
+    depth: int
+    module_path: str
+    class_name: str
+    formula_key: str
+    inputs: tuple
+    kwargs: dict
+    outputs: object
+    attributes: dict
+    self_counters: Counters = field(default_factory=Counters)
+    inclusive: Counters = field(default_factory=Counters)
+    ops: dict[str, OpStat] = field(default_factory=dict)
+    activation_bytes: int = 0
+    peak_activation_bytes: int = 0
+    wall_time_s: float | None = None
+    children: list[int] = field(default_factory=list)
+
+
+@dataclass
+class Trace:
+    """Everything recorded by `tracing.trace`: the call list (index == call_id) and trace totals."""
+
+    calls: list[CallRecord] = field(default_factory=list)
+    config: dict = field(default_factory=dict)
+    uncovered_ops: dict[str, int] = field(default_factory=dict)
+    weight_bytes: int = 0
+    buffer_bytes: int = 0
+    device: str = "cpu"
+    peak_activation_bytes: int = 0
+    outside: Counters = field(default_factory=Counters)
+    outside_ops: dict[str, OpStat] = field(default_factory=dict)
+
+    @property
+    def totals(self) -> Counters:
+        total = Counters()
+        for root in self.roots():
+            total.add(root.inclusive)
+        total.add(self.outside)
+        return total
+
+    def by_path(self, path: str) -> list[CallRecord]:
+        return [c for c in self.calls if c.module_path == path]
+
+    def roots(self) -> list[CallRecord]:
+        return [c for c in self.calls if c.parent_call_id is None]
+
+    def children(self, call: CallRecord) -> list[CallRecord]:
+        return [self.calls[i] for i in call.children]
+

@@ -1,0 +1,136 @@
+"""`trace(model)`: record every module call of a forward pass with measured costs and memory.
+
+Ties the pieces together: `CallRecorder` (hooks, call tree), `OpCounter` + `SdpaFence` (per-op
+FLOPs, vector FLOPs, bytes), `StorageTracker` (activation memory) and a timer.
+
+Semantics:
+- Each aten op is attributed to the innermost active module call (`self_counters`, `ops`);
+  `inclusive` rolls children up. Ops run inside the `with` block but outside any module call go to
+  the pseudo-root `Trace.outside` / `Trace.outside_ops`; `Trace.totals` includes them.
+- Ops no table covers are counted by name in `Trace.uncovered_ops` (their bytes still count).
+- `weight_bytes` / `buffer_bytes`: `model.parameters()` / `model.buffers()` (shared tensors once);
+  never counted as activations. `config`: the scalar entries of `model.config.to_dict()`.
+- `device`: the type of the model's first parameter or buffer, else of the first input tensor.
+  `wall_time_s` per call on real devices (perf_counter; CUDA events on cuda), None on meta or
+  with `device_timing=False`.
+- Counting is independent of `torch.no_grad` / `torch.inference_mode` and identical on `meta`
+  and CPU for the same shapes (see `tracing.counter`, `tracing.attention`).
+Hooks and modes are removed on exit, also when the forward raises.
+
+Example:
+    >>> import torch
+    >>> model = torch.nn.Sequential(torch.nn.Linear(8, 4), torch.nn.ReLU())
+    >>> with trace(model) as t:
+    ...     _ = model(torch.ones(2, 8))
+    >>> [(c.module_path, c.inclusive.flops) for c in t.calls]
+    [('', 128), ('0', 128), ('1', 0)]
+"""
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from itertools import chain
+from typing import Any
+
+import torch
+
+from formula_db.meta import flat_tensors
+
+from .costs import OpCost
+from .counter import OpCounter, counting
+from .hooks import CallRecorder
+from .memory import StorageTracker, storage_key
+from .records import CallRecord, Counters, OpStat, Trace, add_op
+from .timing import CallTimer, make_timer
+
+
+def model_config(model: torch.nn.Module) -> dict[str, Any]:
+    """Scalar entries (int/float/bool/str/None) of `model.config.to_dict()`, else {}."""
+    config = getattr(model, "config", None)
+    to_dict = getattr(config, "to_dict", None)
+    if not callable(to_dict):
+        return {}
+    return {k: v for k, v in to_dict().items()
+            if v is None or isinstance(v, (bool, int, float, str))}
+
+
+def _bytes(tensors: Any) -> int:
+    return sum(t.numel() * t.element_size() for t in tensors)
+
+
+def _model_device(model: torch.nn.Module) -> str | None:
+    for t in chain(model.parameters(), model.buffers()):
+        return t.device.type
+    return None
+
+
+def _accumulate(counters: Counters, ops: dict[str, OpStat]) -> Callable[[OpCost], None]:
+    def on_op(cost: OpCost) -> None:
+        counters.add(cost.counters)
+        add_op(ops, cost.name, cost.counters)
+    return on_op
+
+
+@contextmanager
+def trace(model: torch.nn.Module, *, device_timing: bool = True) -> Iterator[Trace]:
+    """Record module calls of `model` run inside the block; yields the `Trace` being filled."""
+    result = Trace(config=model_config(model), weight_bytes=_bytes(model.parameters()),
+                   buffer_bytes=_bytes(model.buffers()), device=_model_device(model) or "")
+    owned = (k for t in chain(model.parameters(), model.buffers())
+             if (k := storage_key(t)) is not None)
+    memory = StorageTracker(exclude=owned)
+    timer: CallTimer | None = None
+
+    def on_enter(record: CallRecord) -> None:
+        nonlocal timer
+        if not result.device:
+            found = flat_tensors(record.inputs + tuple(record.kwargs.values()))
+            result.device = found[0].device if found else "cpu"
+        if device_timing and timer is None:
+            timer = make_timer(result.device)
+        memory.enter(record.call_id)
+        if timer is not None:
+            timer.start(record.call_id)
+
+    def on_exit(record: CallRecord) -> None:
+        if timer is not None:
+            timer.stop(record.call_id)
+        record.activation_bytes, record.peak_activation_bytes = memory.exit(record.call_id)
+
+    recorder = CallRecorder(model, on_enter, on_exit)
+    result.calls = recorder.calls
+    outside = _accumulate(result.outside, result.outside_ops)
+
+    def on_op(cost: OpCost) -> None:
+        call = recorder.current()
+        if call is None:
+            outside(cost)
+        else:
+            call.self_counters.add(cost.counters)
+            add_op(call.ops, cost.name, cost.counters)
+        if not cost.covered:
+            result.uncovered_ops[cost.name] = result.uncovered_ops.get(cost.name, 0) + 1
+
+    try:
+        with recorder, counting(OpCounter(on_op, memory, recorder.current_id)):
+            yield result
+    finally:
+        if timer is not None:
+            for call_id, seconds in timer.results().items():
+                result.calls[call_id].wall_time_s = seconds
+        result.peak_activation_bytes = memory.peak
+        memory.close()
+
+
+def count_ops(fn: Callable[..., Any], *args: Any,
+              **kwargs: Any) -> tuple[Counters, dict[str, OpStat], Any]:
+    """Measure one plain function call (e.g. `F.scaled_dot_product_attention`, `torch.bmm`).
+
+    Returns (total counters, per-op stats by aten op name, the function's output). Uncovered ops
+    appear in the per-op stats under their names like any other.
+    """
+    total = Counters()
+    ops: dict[str, OpStat] = {}
+    with counting(OpCounter(_accumulate(total, ops))):
+        output = fn(*args, **kwargs)
+    return total, ops, output
