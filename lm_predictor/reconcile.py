@@ -1,0 +1,143 @@
+"""Reconciliation: every traced call predicted from its formula and compared with measurement.
+
+For each call (children before parents):
+- with a formula: bind its parameters from the recorded call (`formula_db.bind.make_roots` over the
+  described inputs, outputs, kwargs, attributes and the model config), evaluate every metric
+  exactly, and compare with the measured inclusive counters and activation bytes. Status `exact`
+  when all metrics are equal, `within_tolerance` when every relative error is <= `rtol`,
+  `mismatch` otherwise (also when the formula fails to bind or evaluate: `error` says why).
+- without a formula: predicted = sum of the children's predictions + the call's own measured ops;
+  the own part is reported as `uncovered`, status `no_formula`.
+Relative error is |predicted - measured| / measured (0 when both are 0, None when measured is 0
+and predicted is not, reported as infinite in the report).
+
+Coverage is the share of measured work explained by formulas: walking down from the roots, a
+call with a formula explains its whole inclusive cost; a call without one leaves its own ops
+unexplained and passes its children on. Reported for flops and for bytes (read + written).
+
+Example:
+    >>> recon = reconcile(trace, Registry.default(), rtol=0.0)
+    >>> recon.coverage["flops"]
+    1.0
+"""
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any
+
+from formula_db.bind import make_roots
+from formula_db.errors import FormulaError
+from formula_db.registry import Registry
+from lm_predictor.results import METRICS, CallResult, Reconciliation, Status
+from tracing.records import CallRecord, Trace
+
+COUNTER_METRICS = ("flops", "vector_flops", "bytes_read", "bytes_written")
+
+
+def measured_of(call: CallRecord) -> dict[str, int]:
+    """Measured metrics of a call: inclusive counters plus activation bytes."""
+    values = call.inclusive.as_dict()
+    values["activation_bytes"] = call.activation_bytes
+    return values
+
+
+def relative_error(predicted: Any, measured: int) -> float | None:
+    """|p - m| / m; 0 when both are 0; None when m == 0 != p or p is missing."""
+    if predicted is None:
+        return None
+    if measured == 0:
+        return 0.0 if predicted == 0 else None
+    return float(abs(predicted - measured)) / abs(measured)
+
+
+def status_of(rel: dict[str, float | None], predicted: dict[str, Any],
+              measured: dict[str, int], rtol: float) -> Status:
+    if all(predicted[m] == measured[m] for m in METRICS):
+        return "exact"
+    if all(r is not None and r <= rtol for r in rel.values()):
+        return "within_tolerance"
+    return "mismatch"
+
+
+def predict_call(call: CallRecord, registry: Registry, config: dict[str, Any]) -> dict[str, Any]:
+    """Evaluate a call's formula on the recorded call (raises FormulaError)."""
+    roots = make_roots(call.attributes, call.inputs, call.kwargs, call.outputs, config)
+    entry = registry.get(call.formula_key)
+    params = registry.bind(entry.key, roots)
+    return registry.evaluate_all(entry.key, params)
+
+
+def reconcile(trace: Trace, registry: Registry, rtol: float = 0.0) -> Reconciliation:
+    """Reconcile every call of `trace` against `registry`'s formulas."""
+    results: dict[int, CallResult] = {}
+    for call in sorted(trace.calls, key=lambda c: c.call_id, reverse=True):
+        measured = measured_of(call)
+        has_formula = registry.resolve_key(call.formula_key) is not None
+        if has_formula:
+            try:
+                predicted = predict_call(call, registry, trace.config)
+                error = None
+            except FormulaError as exc:
+                predicted, error = {m: None for m in METRICS}, str(exc)
+            rel = {m: relative_error(predicted[m], measured[m]) for m in METRICS}
+            status: Status = ("mismatch" if error else
+                              status_of(rel, predicted, measured, rtol))
+            results[call.call_id] = CallResult(call.call_id, call.formula_key, status, measured,
+                                               predicted, rel, error=error)
+            continue
+        own = call.self_counters.as_dict()
+        own["activation_bytes"] = call.activation_bytes
+        predicted = dict(own)
+        for child_id in call.children:
+            child = results[child_id]
+            for m in COUNTER_METRICS:
+                value = child.predicted[m]
+                predicted[m] = None if value is None or predicted[m] is None else predicted[m] + value
+        rel = {m: relative_error(predicted[m], measured[m]) for m in METRICS}
+        results[call.call_id] = CallResult(call.call_id, call.formula_key, "no_formula", measured,
+                                           predicted, rel, uncovered=own)
+    calls = [results[c.call_id] for c in trace.calls]
+    return Reconciliation(
+        calls=calls,
+        measured_totals=_totals(trace),
+        predicted_totals=_predicted_totals(trace, results),
+        coverage=_coverage(trace, results),
+        peak_activation_bytes=trace.peak_activation_bytes,
+        uncovered_classes=dict(Counter(c.class_name for c in trace.calls
+                                       if results[c.call_id].status == "no_formula")),
+        uncovered_ops=dict(trace.uncovered_ops))
+
+
+def _totals(trace: Trace) -> dict[str, int]:
+    totals = trace.totals.as_dict()
+    totals["activation_bytes"] = sum(c.activation_bytes for c in trace.roots())
+    return totals
+
+
+def _predicted_totals(trace: Trace, results: dict[int, CallResult]) -> dict[str, Any]:
+    totals: dict[str, Any] = {m: 0 for m in METRICS}
+    for root in trace.roots():
+        for m in METRICS:
+            value = results[root.call_id].predicted[m]
+            totals[m] = None if value is None or totals[m] is None else totals[m] + value
+    outside = trace.outside.as_dict()
+    for m in COUNTER_METRICS:
+        if totals[m] is not None:
+            totals[m] += outside[m]
+    return totals
+
+
+def _coverage(trace: Trace, results: dict[int, CallResult]) -> dict[str, float]:
+    explained = {"flops": 0, "bytes": 0}
+    stack = list(trace.roots())
+    while stack:
+        call = stack.pop()
+        if results[call.call_id].status != "no_formula":
+            explained["flops"] += call.inclusive.flops
+            explained["bytes"] += call.inclusive.bytes_read + call.inclusive.bytes_written
+        else:
+            stack.extend(trace.children(call))
+    total = trace.totals
+    total_bytes = total.bytes_read + total.bytes_written
+    return {"flops": explained["flops"] / total.flops if total.flops else 1.0,
+            "bytes": explained["bytes"] / total_bytes if total_bytes else 1.0}

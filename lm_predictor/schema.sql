@@ -1,0 +1,215 @@
+-- LM-Predictor run database: tables, macro and views.  schema_version: 1
+--
+-- Executed by lm_predictor/store.py on a new database and after migrating an older one; every
+-- statement is idempotent (CREATE ... IF NOT EXISTS, CREATE OR REPLACE). The version lives in
+-- `meta` (key 'schema_version') and in store.SCHEMA_VERSION; change both together and add a
+-- migration in store.MIGRATIONS.
+--
+-- Conventions:
+-- - Counts (FLOPs, bytes) are HUGEINT: exact integers, no float rounding at 1e18+.
+--   measured_* come from the trace; predicted_* from the formulas (fractional predictions are
+--   rounded to the nearest integer when stored; rel_error_* are computed before rounding).
+-- - rel_error_* = |predicted - measured| / measured: 0 when both are 0, +inf when measured is 0
+--   and predicted is not, NULL when there is no prediction (formula error: see `error`).
+-- - Timestamps are UTC. JSON columns hold plain data (shapes, dtypes, scalars), never tensors.
+-- - Keys are (run_id, ...); there are no foreign keys: delete a run from every table by run_id.
+
+CREATE TABLE IF NOT EXISTS meta (
+    key   VARCHAR PRIMARY KEY,
+    value VARCHAR NOT NULL
+);
+
+-- One row per run: a traced run (kind 'traced': measured and predicted, calls in `calls`) or a
+-- predicted-only run (kind 'predicted': measured_* and coverage NULL, points in `predictions`,
+-- predicted_* the sum over its points, peak_activation_bytes and weight_bytes their maximum).
+CREATE TABLE IF NOT EXISTS runs (
+    run_id                     VARCHAR PRIMARY KEY,
+    kind                       VARCHAR NOT NULL DEFAULT 'traced'
+                               CHECK (kind IN ('traced', 'predicted')),
+    created_at                 TIMESTAMP NOT NULL,
+    model_id                   VARCHAR NOT NULL,
+    config_hash                VARCHAR,
+    phase                      VARCHAR,
+    batch_size                 INTEGER,
+    seq_len                    INTEGER,
+    kv_len                     INTEGER,
+    dtype                      VARCHAR,
+    device                     VARCHAR,
+    counter                    VARCHAR,
+    rtol                       DOUBLE,
+    tool_version               VARCHAR,
+    torch_version              VARCHAR,
+    transformers_version       VARCHAR,
+    measured_flops             HUGEINT,
+    measured_vector_flops      HUGEINT,
+    measured_bytes_read        HUGEINT,
+    measured_bytes_written     HUGEINT,
+    measured_activation_bytes  HUGEINT,
+    predicted_flops            HUGEINT,
+    predicted_vector_flops     HUGEINT,
+    predicted_bytes_read       HUGEINT,
+    predicted_bytes_written    HUGEINT,
+    predicted_activation_bytes HUGEINT,
+    peak_activation_bytes      HUGEINT,
+    weight_bytes               HUGEINT,
+    buffer_bytes               HUGEINT,
+    coverage_flops             DOUBLE,   -- share of measured flops explained by formulas
+    coverage_bytes             DOUBLE,   -- same for bytes_read + bytes_written
+    config                     JSON      -- the model config formulas were bound against
+);
+
+-- One row per module call of a traced run (call_id is the index in the trace).
+CREATE TABLE IF NOT EXISTS calls (
+    run_id                         VARCHAR NOT NULL,
+    call_id                        INTEGER NOT NULL,
+    parent_call_id                 INTEGER,
+    depth                          INTEGER NOT NULL,
+    module_path                    VARCHAR NOT NULL,
+    class_name                     VARCHAR NOT NULL,
+    formula_key                    VARCHAR NOT NULL,
+    status                         VARCHAR NOT NULL,  -- exact|within_tolerance|mismatch|no_formula
+    measured_flops                 HUGEINT,           -- inclusive of children
+    measured_vector_flops          HUGEINT,
+    measured_bytes_read            HUGEINT,
+    measured_bytes_written         HUGEINT,
+    measured_activation_bytes      HUGEINT,
+    measured_peak_activation_bytes HUGEINT,           -- measured only: no formula predicts it
+    predicted_flops                HUGEINT,
+    predicted_vector_flops         HUGEINT,
+    predicted_bytes_read           HUGEINT,
+    predicted_bytes_written        HUGEINT,
+    predicted_activation_bytes     HUGEINT,
+    rel_error_flops                DOUBLE,
+    rel_error_vector_flops         DOUBLE,
+    rel_error_bytes_read           DOUBLE,
+    rel_error_bytes_written        DOUBLE,
+    rel_error_activation_bytes     DOUBLE,
+    wall_time_s                    DOUBLE,            -- NULL when not measured
+    inputs                         JSON,              -- {"args": [...], "kwargs": {...}}
+    outputs                        JSON,
+    attributes                     JSON,              -- module attributes used by binds
+    error                          VARCHAR,           -- why the formula could not be evaluated
+    PRIMARY KEY (run_id, call_id)
+);
+
+-- Self ops per call: what ran while the call was the innermost module call.
+-- call_id NULL: ops dispatched outside any module call.
+CREATE TABLE IF NOT EXISTS ops (
+    run_id        VARCHAR NOT NULL,
+    call_id       INTEGER,
+    op            VARCHAR NOT NULL,
+    count         BIGINT NOT NULL,
+    flops         HUGEINT NOT NULL,
+    vector_flops  HUGEINT NOT NULL,
+    bytes_read    HUGEINT NOT NULL,
+    bytes_written HUGEINT NOT NULL
+);
+
+-- Aten ops the counter has no cost rule for (counted, not costed).
+CREATE TABLE IF NOT EXISTS uncovered_ops (
+    run_id VARCHAR NOT NULL,
+    op     VARCHAR NOT NULL,
+    count  BIGINT NOT NULL,
+    PRIMARY KEY (run_id, op)
+);
+
+-- Snapshot of every formula entry a run used, as it was at the time of the run.
+CREATE TABLE IF NOT EXISTS formulas (
+    run_id      VARCHAR NOT NULL,
+    formula_key VARCHAR NOT NULL,
+    layer       VARCHAR,          -- registry layer the entry came from (builtin, user, ...)
+    status      VARCHAR,          -- the entry's validation status
+    entry       JSON NOT NULL,    -- FormulaEntry.model_dump(mode="json")
+    PRIMARY KEY (run_id, formula_key)
+);
+
+-- Points of a predicted-only run (one per shape of a sweep).
+CREATE TABLE IF NOT EXISTS predictions (
+    run_id                          VARCHAR NOT NULL,
+    point                           INTEGER NOT NULL,  -- 0-based position in the run
+    phase                           VARCHAR,
+    batch_size                      INTEGER,
+    seq_len                         INTEGER,
+    kv_len                          INTEGER,
+    predicted_flops                 HUGEINT,
+    predicted_vector_flops          HUGEINT,
+    predicted_bytes_read            HUGEINT,
+    predicted_bytes_written         HUGEINT,
+    predicted_activation_bytes      HUGEINT,
+    predicted_peak_activation_bytes HUGEINT,
+    weight_bytes                    HUGEINT,
+    time_s                          DOUBLE,            -- estimated time, when estimated
+    extra                           JSON,              -- any other fields of the point
+    PRIMARY KEY (run_id, point)
+);
+
+-- |predicted - measured| / measured with the conventions above.
+CREATE OR REPLACE MACRO rel_error(predicted, measured) AS
+    CASE WHEN predicted IS NULL OR measured IS NULL THEN NULL
+         WHEN predicted = measured THEN 0.0
+         WHEN measured = 0 THEN 'inf'::DOUBLE
+         ELSE abs(predicted - measured)::DOUBLE / abs(measured) END;
+
+-- How accurate is each formula? Calls that have a formula, across all runs.
+-- mean/max are over the calls with a prediction (formula errors are counted in `errors`);
+-- an infinite relative error makes mean and max infinite.
+CREATE OR REPLACE VIEW formula_accuracy AS
+SELECT formula_key,
+       count(*)                                          AS calls,
+       count(DISTINCT run_id)                            AS runs,
+       avg(abs(rel_error_flops))                         AS mean_rel_error_flops,
+       max(abs(rel_error_flops))                         AS max_rel_error_flops,
+       avg(abs(rel_error_vector_flops))                  AS mean_rel_error_vector_flops,
+       max(abs(rel_error_vector_flops))                  AS max_rel_error_vector_flops,
+       avg(abs(rel_error_bytes_read))                    AS mean_rel_error_bytes_read,
+       max(abs(rel_error_bytes_read))                    AS max_rel_error_bytes_read,
+       avg(abs(rel_error_bytes_written))                 AS mean_rel_error_bytes_written,
+       max(abs(rel_error_bytes_written))                 AS max_rel_error_bytes_written,
+       avg(abs(rel_error_activation_bytes))              AS mean_rel_error_activation_bytes,
+       max(abs(rel_error_activation_bytes))              AS max_rel_error_activation_bytes,
+       count(*) FILTER (WHERE status = 'exact')            AS exact,
+       count(*) FILTER (WHERE status = 'within_tolerance') AS within_tolerance,
+       count(*) FILTER (WHERE status = 'mismatch')         AS mismatches,
+       count(*) FILTER (WHERE error IS NOT NULL)           AS errors
+FROM calls
+WHERE status <> 'no_formula'
+GROUP BY formula_key;
+
+-- One row per run: shape, totals measured and predicted, their relative error, coverage.
+CREATE OR REPLACE VIEW run_totals AS
+SELECT r.run_id, r.kind, r.created_at, r.model_id, r.phase, r.batch_size, r.seq_len, r.kv_len,
+       r.dtype, r.device,
+       r.measured_flops, r.predicted_flops,
+       rel_error(r.predicted_flops, r.measured_flops)                         AS rel_error_flops,
+       r.measured_vector_flops, r.predicted_vector_flops,
+       rel_error(r.predicted_vector_flops, r.measured_vector_flops)           AS rel_error_vector_flops,
+       r.measured_bytes_read, r.predicted_bytes_read,
+       rel_error(r.predicted_bytes_read, r.measured_bytes_read)               AS rel_error_bytes_read,
+       r.measured_bytes_written, r.predicted_bytes_written,
+       rel_error(r.predicted_bytes_written, r.measured_bytes_written)         AS rel_error_bytes_written,
+       r.measured_activation_bytes, r.predicted_activation_bytes,
+       rel_error(r.predicted_activation_bytes, r.measured_activation_bytes)   AS rel_error_activation_bytes,
+       r.peak_activation_bytes, r.weight_bytes,
+       r.coverage_flops, r.coverage_bytes,
+       coalesce(c.calls, 0)      AS calls,
+       coalesce(c.mismatches, 0) AS mismatches,
+       coalesce(c.no_formula, 0) AS no_formula
+FROM runs r
+LEFT JOIN (SELECT run_id,
+                  count(*)                                    AS calls,
+                  count(*) FILTER (WHERE status = 'mismatch')   AS mismatches,
+                  count(*) FILTER (WHERE status = 'no_formula') AS no_formula
+           FROM calls GROUP BY run_id) c USING (run_id);
+
+-- Module classes without a formula, per run: what to write formulas for next. self_* are the
+-- classes' own ops (children excluded), so nested uncovered calls are not counted twice.
+CREATE OR REPLACE VIEW uncovered_classes AS
+SELECT c.run_id, c.class_name, c.formula_key,
+       count(DISTINCT c.call_id)                              AS calls,
+       coalesce(sum(o.flops), 0)                              AS self_flops,
+       coalesce(sum(o.vector_flops), 0)                       AS self_vector_flops,
+       coalesce(sum(o.bytes_read + o.bytes_written), 0)       AS self_bytes
+FROM calls c
+LEFT JOIN ops o ON o.run_id = c.run_id AND o.call_id = c.call_id
+WHERE c.status = 'no_formula'
+GROUP BY c.run_id, c.class_name, c.formula_key;

@@ -1,0 +1,570 @@
+"""The DuckDB run database: every traced or predicted run, its calls, ops and formula snapshot.
+
+Schema: `lm_predictor/schema.sql` (tables runs, calls, ops, uncovered_ops, formulas,
+predictions, meta; views formula_accuracy, run_totals, uncovered_classes), version
+`SCHEMA_VERSION`, stored in `meta`.
+
+Semantics:
+- The file is `db_path(explicit)`: `--db PATH`, else `$LM_PREDICTOR_DB`, else
+  `./lm_predictor.duckdb`.
+- A run is written in one transaction: on any exception it is rolled back and no row of it
+  remains. Rows go in with one bulk `INSERT ... SELECT UNNEST(list)` per table, not row by row
+  (a 5,000-call run takes about 0.6 s on a slow 2-core machine).
+- DuckDB lets one process at a time open a file for writing. The connection is held only for
+  the duration of one write or query; opening retries a lock conflict with backoff for up to
+  `lock_timeout_s` (30 s), then raises a `StoreError` naming the file and the holder.
+- Opening an older database migrates it (`MIGRATIONS`, in one transaction); a newer one, a
+  corrupt file or a foreign DuckDB database raises a one-line `StoreError` and the file is left
+  untouched. Reading (`query`, `list_runs`) never creates a missing file.
+
+Limits: predicted values are stored as integers (fractional predictions rounded; relative errors
+are computed before rounding). No foreign keys: deleting a run means deleting its rows from every
+table in `TABLES` by run_id.
+
+Example:
+    >>> store = Store(db_path(None))
+    >>> run_id = store.write_run(meta, trace, recon, formulas)
+    >>> store.query("SELECT formula_key, max_rel_error_flops FROM formula_accuracy")
+    (['formula_key', 'max_rel_error_flops'], [('torch__nn__Linear', 0.0)])
+"""
+from __future__ import annotations
+
+import datetime
+import json
+import math
+import os
+import random
+import re
+import secrets
+import threading
+import time
+from contextlib import contextmanager
+from fractions import Fraction
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, Iterator
+
+import duckdb
+
+from lm_predictor.results import METRICS
+
+if TYPE_CHECKING:
+    from lm_predictor.results import Reconciliation, RunMeta
+    from tracing.records import Trace
+
+SCHEMA_VERSION = 1
+DEFAULT_DB_NAME = "lm_predictor.duckdb"
+DB_ENV = "LM_PREDICTOR_DB"
+SCHEMA_FILE = Path(__file__).with_name("schema.sql")
+LOCK_TIMEOUT_S = 30.0
+TABLES = ("runs", "calls", "ops", "uncovered_ops", "formulas", "predictions")  # keyed by run_id
+
+Connection = duckdb.DuckDBPyConnection
+Migration = Callable[[Connection], None]
+Column = tuple[str, str, list[Any]]  # name, SQL element type, values
+
+_SCHEMA_LOCK = threading.Lock()  # one schema check/migration at a time within a process
+
+
+class StoreError(Exception):
+    """A run database problem, worded as one line naming the file and the fix."""
+
+
+def db_path(explicit: str | os.PathLike[str] | None = None) -> Path:
+    """The database file: `explicit`, else $LM_PREDICTOR_DB, else ./lm_predictor.duckdb."""
+    chosen = os.fspath(explicit) if explicit else os.environ.get(DB_ENV) or DEFAULT_DB_NAME
+    return Path(chosen).expanduser().absolute()
+
+
+def missing_db_message(path: Path) -> str:
+    return (f"no runs are stored yet: {path} does not exist. Create it by analyzing a model "
+            f"('lm-predictor analyze --model-id gpt2 --db {path}'), or point --db / "
+            f"${DB_ENV} at an existing database")
+
+
+def new_run_id() -> str:
+    """Sortable and unique: UTC time to the second plus 8 random hex digits."""
+    now = datetime.datetime.now(datetime.timezone.utc)
+    return f"{now:%Y%m%d-%H%M%S}-{secrets.token_hex(4)}"
+
+
+# --- schema versions and migrations ------------------------------------------------------------
+
+def _migrate_0_to_1(con: Connection) -> None:
+    """Version 0 is the prototype's unversioned layout: `runs` without the run kind, the
+    environment, memory, coverage and config columns; no `predictions` table (created
+    afterwards by schema.sql). Existing runs were all traced."""
+    added = [("kind", "VARCHAR DEFAULT 'traced'"), ("counter", "VARCHAR"), ("rtol", "DOUBLE"),
+             ("tool_version", "VARCHAR"), ("torch_version", "VARCHAR"),
+             ("transformers_version", "VARCHAR"), ("peak_activation_bytes", "HUGEINT"),
+             ("weight_bytes", "HUGEINT"), ("buffer_bytes", "HUGEINT"),
+             ("coverage_flops", "DOUBLE"), ("coverage_bytes", "DOUBLE"), ("config", "JSON")]
+    for name, sql_type in added:
+        con.execute(f"ALTER TABLE runs ADD COLUMN IF NOT EXISTS {name} {sql_type}")
+    con.execute("UPDATE runs SET kind = 'traced' WHERE kind IS NULL")
+
+
+# from-version -> function upgrading a database from that version to the next one. Migrations
+# are frozen once released: each states its own DDL, never "whatever schema.sql says now".
+MIGRATIONS: dict[int, Migration] = {0: _migrate_0_to_1}
+
+
+def schema_sql() -> str:
+    return SCHEMA_FILE.read_text(encoding="utf-8")
+
+
+def read_schema_version(con: Connection, path: Path) -> int | None:
+    """The database's schema version: None for an empty database, 0 for the unversioned
+    layout (a `runs` table and no version); StoreError for a foreign DuckDB database."""
+    tables = {row[0] for row in con.execute(
+        "SELECT table_name FROM information_schema.tables "
+        "WHERE table_catalog = current_database() AND table_schema = 'main'").fetchall()}
+    if "meta" in tables:
+        found = con.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchall()
+        if found:
+            row = found[0]
+            try:
+                return int(row[0])
+            except ValueError:
+                raise StoreError(f"{path}: meta.schema_version is {row[0]!r}, not an integer; the "
+                                 f"file is damaged: move it away or pass another --db") from None
+    if "runs" in tables:
+        return 0
+    if tables:
+        raise StoreError(f"{path} is a DuckDB database but not an LM-Predictor run database "
+                         f"(tables: {', '.join(sorted(tables)[:5])}); pass another --db or "
+                         f"${DB_ENV}")
+    return None
+
+
+def ensure_schema(con: Connection, path: Path) -> None:
+    """Create the schema in an empty database or migrate an older one, in one transaction."""
+    version = read_schema_version(con, path)
+    if version == SCHEMA_VERSION:
+        return
+    _refuse_newer(version, path)
+    with _SCHEMA_LOCK:
+        con.execute("BEGIN TRANSACTION")
+        try:
+            version = read_schema_version(con, path)  # another thread may have done it
+            if version != SCHEMA_VERSION:
+                _refuse_newer(version, path)
+                for start in range(SCHEMA_VERSION if version is None else version,
+                                   SCHEMA_VERSION):
+                    if start not in MIGRATIONS:
+                        raise StoreError(f"{path}: no migration from run database schema "
+                                         f"{start}; move the file away or pass another --db")
+                    MIGRATIONS[start](con)
+                con.execute(schema_sql())
+                con.execute("INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)",
+                            [str(SCHEMA_VERSION)])
+            con.execute("COMMIT")
+        except BaseException as exc:
+            con.execute("ROLLBACK")
+            if isinstance(exc, duckdb.Error):
+                what = (f"create the schema in {path}" if version is None else
+                        f"migrate {path} from schema {version} to {SCHEMA_VERSION}")
+                raise StoreError(f"could not {what} (the file is unchanged): "
+                                 f"{one_line(str(exc))}") from None
+            raise
+
+
+def _refuse_newer(version: int | None, path: Path) -> None:
+    if version is not None and version > SCHEMA_VERSION:
+        raise StoreError(f"{path} uses run database schema {version}, newer than this "
+                         f"lm-predictor reads ({SCHEMA_VERSION}); upgrade lm-predictor "
+                         f"(pip install -U lm-predictor) or pass another --db / ${DB_ENV}")
+
+
+def one_line(message: str) -> str:
+    """A DuckDB error message without its 'LINE n:' excerpt, on one line."""
+    head = message.split("\nLINE ", 1)[0]
+    return " ".join(part.strip() for part in head.splitlines() if part.strip())
+
+
+# --- connections -------------------------------------------------------------------------------
+
+def _open(path: Path, read_only: bool, timeout_s: float) -> Connection:
+    """duckdb.connect with retry on another process's lock, errors as StoreError."""
+    if read_only and not path.exists():
+        raise StoreError(missing_db_message(path))
+    if not read_only:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    deadline = time.monotonic() + timeout_s
+    delay = 0.02
+    while True:
+        try:
+            return duckdb.connect(str(path), read_only=read_only)
+        except duckdb.ConnectionException as exc:
+            # This process already has the file open in the other mode: share that instance.
+            if read_only and "different configuration" in str(exc):
+                read_only = False
+                continue
+            raise StoreError(f"could not open {path}: {one_line(str(exc))}") from None
+        except duckdb.Error as exc:
+            message = str(exc)
+            if "Could not set lock" not in message:
+                raise StoreError(_open_error(path, message)) from None
+            left = deadline - time.monotonic()
+            if left <= 0:
+                holder = re.search(r"held in (.*?)(?:\. See|$)", message)
+                raise StoreError(f"{path} is locked by another process"
+                                 f"{' (' + holder.group(1) + ')' if holder else ''} for more than "
+                                 f"{timeout_s:g} s; close its connection (a notebook's "
+                                 f"lm_predictor.connect()?) and retry") from None
+            time.sleep(min(left, delay * random.uniform(0.5, 1.0)))
+            delay = min(delay * 2, 0.5)
+
+
+def _open_error(path: Path, message: str) -> str:
+    if "not a valid DuckDB database" in message:
+        return (f"{path} is not a DuckDB database (corrupt, or another kind of file); move it "
+                f"away or pass another --db / ${DB_ENV}")
+    return f"could not open {path}: {one_line(message)}"
+
+
+def connect(path: str | os.PathLike[str] | None = None, read_only: bool = False) -> Connection:
+    """An open connection to the run database, schema checked (and migrated), for notebooks.
+
+    Close it when done: while it is open, other processes cannot write runs to the file.
+    `read_only=False` creates a missing file; `read_only=True` raises StoreError for one."""
+    return Store(path).open(read_only)
+
+
+class Store:
+    """The run database at `path` (default: `db_path(None)`)."""
+
+    def __init__(self, path: str | os.PathLike[str] | None = None, *,
+                 lock_timeout_s: float = LOCK_TIMEOUT_S) -> None:
+        self.path = db_path(path)
+        self.lock_timeout_s = lock_timeout_s
+
+    def __repr__(self) -> str:
+        return f"Store({str(self.path)!r})"
+
+    @contextmanager
+    def connect(self, read_only: bool = False) -> Iterator[Connection]:
+        """A connection for one unit of work, closed (and the file lock released) on exit."""
+        con = self.open(read_only)
+        try:
+            yield con
+        finally:
+            con.close()
+
+    def open(self, read_only: bool = False) -> Connection:
+        """An open connection, schema checked: created or migrated when needed (even when
+        `read_only`, through a short write connection); the caller closes it."""
+        con = _open(self.path, read_only, self.lock_timeout_s)
+        try:
+            version = read_schema_version(con, self.path)
+            if version == SCHEMA_VERSION:
+                return con
+            _refuse_newer(version, self.path)
+            if not read_only:
+                ensure_schema(con, self.path)
+                return con
+        except BaseException:
+            con.close()
+            raise
+        con.close()
+        with self.connect(read_only=False):
+            pass
+        return _open(self.path, read_only, self.lock_timeout_s)
+
+    # --- writing ---------------------------------------------------------------------------
+
+    def write_run(self, meta: RunMeta, trace: Trace, recon: Reconciliation,
+                  formulas: dict[str, dict[str, Any]] | None = None) -> str:
+        """Store a traced, reconciled run with the formula entries it used; returns its run_id.
+
+        `formulas` maps formula key -> entry JSON (`entry.model_dump(mode="json")`), optionally
+        with a "layer" item naming the registry layer it came from."""
+        results = {r.call_id: r for r in recon.calls}
+        missing = [c.call_id for c in trace.calls if c.call_id not in results]
+        extra = sorted(set(results) - {c.call_id for c in trace.calls})
+        if missing or extra:
+            raise StoreError(f"the reconciliation does not match the trace (calls without a "
+                             f"result: {missing[:5]}, results without a call: {extra[:5]}); "
+                             f"reconcile the trace you store")
+        run_id = new_run_id()
+        run = _run_row(run_id, "traced", meta)
+        run.update({f"measured_{m}": recon.measured_totals.get(m) for m in METRICS})
+        run.update({f"predicted_{m}": _count(recon.predicted_totals.get(m)) for m in METRICS})
+        run.update(peak_activation_bytes=recon.peak_activation_bytes or trace.peak_activation_bytes,
+                   weight_bytes=trace.weight_bytes, buffer_bytes=trace.buffer_bytes,
+                   coverage_flops=recon.coverage.get("flops"),
+                   coverage_bytes=recon.coverage.get("bytes"), config=_json(trace.config))
+        uncovered = recon.uncovered_ops or trace.uncovered_ops
+
+        def write(con: Connection) -> None:
+            _insert_runs(con, [run])
+            _insert_calls(con, run_id, trace, results)
+            _insert_ops(con, run_id, trace)
+            _insert_uncovered_ops(con, run_id, uncovered)
+            _insert_formulas(con, run_id, formulas or {})
+
+        self._transaction(write, f"run {run_id} of {meta.model_id}")
+        return run_id
+
+    def write_predicted_run(self, meta: RunMeta, rows: list[dict[str, Any]]) -> str:
+        """Store a predicted-only run (no measurement); returns its run_id.
+
+        Each row is one point: optional `phase`, `batch_size`, `seq_len`, `kv_len` (default:
+        `meta`'s), metrics by name (`flops` or `predicted_flops`, ... for every metric),
+        optional `peak_activation_bytes`, `weight_bytes`, `time_s`; other items go to the
+        point's `extra` JSON. The `runs` row holds the metric sums over the points and the
+        maximum peak activation and weight bytes."""
+        if not rows:
+            raise ValueError("write_predicted_run needs at least one row")
+        run_id = new_run_id()
+        points = [_point_row(run_id, i, meta, row) for i, row in enumerate(rows)]
+        run = _run_row(run_id, "predicted", meta)
+        for m in METRICS:
+            values = [p[f"predicted_{m}"] for p in points]
+            run[f"predicted_{m}"] = None if None in values else sum(values)
+        for total, column in (("peak_activation_bytes", "predicted_peak_activation_bytes"),
+                              ("weight_bytes", "weight_bytes")):
+            values = [p[column] for p in points if p[column] is not None]
+            run[total] = max(values) if values else None
+
+        def write(con: Connection) -> None:
+            _insert_runs(con, [run])
+            _insert_rows(con, "predictions", PREDICTION_COLUMNS, points)
+
+        self._transaction(write, f"predicted run {run_id} of {meta.model_id}")
+        return run_id
+
+    def _transaction(self, work: Callable[[Connection], None], what: str) -> None:
+        with self.connect() as con:
+            con.execute("BEGIN TRANSACTION")
+            try:
+                work(con)
+                con.execute("COMMIT")
+            except BaseException as exc:
+                con.execute("ROLLBACK")
+                if isinstance(exc, duckdb.Error):
+                    raise StoreError(f"could not write {what} to {self.path} (nothing was "
+                                     f"written): {one_line(str(exc))}") from None
+                raise
+
+    # --- reading ---------------------------------------------------------------------------
+
+    def query(self, sql: str, params: list[Any] | None = None,
+              read_only: bool = True) -> tuple[list[str], list[tuple[Any, ...]]]:
+        """Run one SQL statement; returns (column names, rows). SQL errors are StoreErrors."""
+        columns, _, rows = self.query_typed(sql, params, read_only)
+        return columns, rows
+
+    def query_typed(self, sql: str, params: list[Any] | None = None, read_only: bool = True
+                    ) -> tuple[list[str], list[str], list[tuple[Any, ...]]]:
+        """Like `query`, with the DuckDB type name of every column (e.g. 'JSON', 'HUGEINT')."""
+        with self.connect(read_only=read_only) as con:
+            try:
+                cursor = con.execute(sql, params or [])
+                if cursor.description is None:
+                    return [], [], []
+                columns = [d[0] for d in cursor.description]
+                types = [str(d[1]) for d in cursor.description]
+                return columns, types, cursor.fetchall()
+            except duckdb.Error as exc:
+                message = one_line(str(exc))
+                if "read-only" in message:
+                    message += " (this query changes the database: allow it with --write)"
+                raise StoreError(f"SQL error: {message}") from None
+
+    def list_runs(self, limit: int = 20) -> list[dict[str, Any]]:
+        """The latest runs, newest first, as dicts (columns of `RUN_LIST_COLUMNS`)."""
+        columns, rows = self.query(
+            f"SELECT {', '.join(RUN_LIST_COLUMNS)} FROM runs "
+            "ORDER BY created_at DESC, run_id DESC LIMIT ?", [int(limit)])
+        return [dict(zip(columns, row)) for row in rows]
+
+
+RUN_LIST_COLUMNS = ("run_id", "kind", "created_at", "model_id", "phase", "batch_size", "seq_len",
+                    "kv_len", "dtype", "device", "measured_flops", "predicted_flops",
+                    "coverage_flops", "coverage_bytes")
+
+
+# --- row building and bulk inserts -------------------------------------------------------------
+
+def _count(value: Any) -> int | None:
+    """A count for a HUGEINT column: ints as they are, fractions and floats rounded."""
+    if value is None or isinstance(value, int):
+        return value
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return round(Fraction(value))
+
+
+def _rel_error(rel: float | None, predicted: Any) -> float | None:
+    """reconcile's None means 'infinite' when there is a prediction, 'unknown' otherwise."""
+    if rel is None:
+        return None if predicted is None else math.inf
+    return float(rel)
+
+
+def _plain(value: Any) -> Any:
+    """JSON-safe plain data: described tensors via their to_json, containers recursively."""
+    if value is None or isinstance(value, (bool, int, str)):
+        return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else str(value)
+    to_json = getattr(value, "to_json", None)
+    if callable(to_json):
+        return _plain(to_json())
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple, set, frozenset)):
+        return [_plain(v) for v in value]
+    return str(value)
+
+
+def _json(value: Any) -> str:
+    try:  # fast path: the encoder walks the value once, calling _default for unknown objects
+        return json.dumps(value, default=_default, allow_nan=False, separators=(",", ":"))
+    except (TypeError, ValueError):  # non-finite floats, odd dict keys
+        return json.dumps(_plain(value), separators=(",", ":"))
+
+
+def _default(value: Any) -> Any:
+    to_json = getattr(value, "to_json", None)
+    if callable(to_json):
+        return to_json()
+    if isinstance(value, (set, frozenset)):
+        return list(value)
+    return str(value)
+
+
+def _run_row(run_id: str, kind: str, meta: RunMeta) -> dict[str, Any]:
+    return {"run_id": run_id, "kind": kind,
+            "created_at": datetime.datetime.now(datetime.timezone.utc).replace(tzinfo=None),
+            "model_id": meta.model_id, "config_hash": meta.config_hash, "phase": meta.phase,
+            "batch_size": meta.batch_size, "seq_len": meta.seq_len, "kv_len": meta.kv_len,
+            "dtype": meta.dtype, "device": meta.device, "counter": meta.counter,
+            "rtol": meta.rtol, "tool_version": meta.tool_version,
+            "torch_version": meta.torch_version,
+            "transformers_version": meta.transformers_version}
+
+
+RUN_COLUMNS: tuple[tuple[str, str], ...] = (
+    ("run_id", "VARCHAR"), ("kind", "VARCHAR"), ("created_at", "TIMESTAMP"),
+    ("model_id", "VARCHAR"), ("config_hash", "VARCHAR"), ("phase", "VARCHAR"),
+    ("batch_size", "INTEGER"), ("seq_len", "INTEGER"), ("kv_len", "INTEGER"),
+    ("dtype", "VARCHAR"), ("device", "VARCHAR"), ("counter", "VARCHAR"), ("rtol", "DOUBLE"),
+    ("tool_version", "VARCHAR"), ("torch_version", "VARCHAR"),
+    ("transformers_version", "VARCHAR"),
+    *((f"measured_{m}", "HUGEINT") for m in METRICS),
+    *((f"predicted_{m}", "HUGEINT") for m in METRICS),
+    ("peak_activation_bytes", "HUGEINT"), ("weight_bytes", "HUGEINT"),
+    ("buffer_bytes", "HUGEINT"), ("coverage_flops", "DOUBLE"), ("coverage_bytes", "DOUBLE"),
+    ("config", "JSON"))
+
+PREDICTION_COLUMNS: tuple[tuple[str, str], ...] = (
+    ("run_id", "VARCHAR"), ("point", "INTEGER"), ("phase", "VARCHAR"), ("batch_size", "INTEGER"),
+    ("seq_len", "INTEGER"), ("kv_len", "INTEGER"),
+    *((f"predicted_{m}", "HUGEINT") for m in METRICS),
+    ("predicted_peak_activation_bytes", "HUGEINT"), ("weight_bytes", "HUGEINT"),
+    ("time_s", "DOUBLE"), ("extra", "JSON"))
+
+
+def _point_row(run_id: str, index: int, meta: RunMeta, row: dict[str, Any]) -> dict[str, Any]:
+    rest = dict(row)
+
+    def take(*names: str) -> Any:
+        found = [rest.pop(n) for n in names if n in rest]
+        return found[0] if found else None
+
+    point: dict[str, Any] = {"run_id": run_id, "point": index}
+    for name in ("phase", "batch_size", "seq_len", "kv_len"):
+        value = take(name)
+        point[name] = getattr(meta, name) if value is None else value
+    for m in METRICS:
+        point[f"predicted_{m}"] = _count(take(m, f"predicted_{m}"))
+    point["predicted_peak_activation_bytes"] = _count(
+        take("peak_activation_bytes", "predicted_peak_activation_bytes"))
+    point["weight_bytes"] = _count(take("weight_bytes"))
+    time_s = take("time_s")
+    point["time_s"] = None if time_s is None else float(time_s)
+    point["extra"] = _json(rest) if rest else None
+    return point
+
+
+def _insert(con: Connection, table: str, columns: list[Column]) -> None:
+    """One INSERT for all rows: each column is passed as one list and UNNESTed."""
+    if not columns or not columns[0][2]:
+        return
+    names = ", ".join(name for name, _, _ in columns)
+    values = ", ".join(f"UNNEST(${i}::{sql_type}[])"
+                       for i, (_, sql_type, _) in enumerate(columns, start=1))
+    con.execute(f"INSERT INTO {table} ({names}) SELECT {values}", [v for _, _, v in columns])
+
+
+def _insert_rows(con: Connection, table: str, layout: tuple[tuple[str, str], ...],
+                 rows: list[dict[str, Any]]) -> None:
+    _insert(con, table, [(name, sql_type, [row.get(name) for row in rows])
+                         for name, sql_type in layout])
+
+
+def _insert_runs(con: Connection, rows: list[dict[str, Any]]) -> None:
+    _insert_rows(con, "runs", RUN_COLUMNS, rows)
+
+
+def _insert_calls(con: Connection, run_id: str, trace: Trace, results: dict[int, Any]) -> None:
+    calls = trace.calls
+    n = len(calls)
+    res = [results[c.call_id] for c in calls]
+    columns: list[Column] = [
+        ("run_id", "VARCHAR", [run_id] * n),
+        ("call_id", "INTEGER", [c.call_id for c in calls]),
+        ("parent_call_id", "INTEGER", [c.parent_call_id for c in calls]),
+        ("depth", "INTEGER", [c.depth for c in calls]),
+        ("module_path", "VARCHAR", [c.module_path for c in calls]),
+        ("class_name", "VARCHAR", [c.class_name for c in calls]),
+        ("formula_key", "VARCHAR", [c.formula_key for c in calls]),
+        ("status", "VARCHAR", [r.status for r in res])]
+    for m in METRICS:
+        columns.append((f"measured_{m}", "HUGEINT", [r.measured.get(m) for r in res]))
+    columns.append(("measured_peak_activation_bytes", "HUGEINT",
+                    [c.peak_activation_bytes for c in calls]))
+    for m in METRICS:
+        columns.append((f"predicted_{m}", "HUGEINT", [_count(r.predicted.get(m)) for r in res]))
+    for m in METRICS:
+        columns.append((f"rel_error_{m}", "DOUBLE",
+                        [_rel_error(r.rel_error.get(m), r.predicted.get(m)) for r in res]))
+    columns += [
+        ("wall_time_s", "DOUBLE", [c.wall_time_s for c in calls]),
+        ("inputs", "JSON", [_json({"args": c.inputs, "kwargs": c.kwargs}) for c in calls]),
+        ("outputs", "JSON", [_json(c.outputs) for c in calls]),
+        ("attributes", "JSON", [_json(c.attributes) for c in calls]),
+        ("error", "VARCHAR", [r.error for r in res])]
+    _insert(con, "calls", columns)
+
+
+def _insert_ops(con: Connection, run_id: str, trace: Trace) -> None:
+    owners: list[tuple[int | None, dict[str, Any]]] = [(c.call_id, c.ops) for c in trace.calls]
+    owners.append((None, trace.outside_ops))
+    flat = [(call_id, op, stat) for call_id, ops in owners for op, stat in ops.items()]
+    columns: list[Column] = [
+        ("run_id", "VARCHAR", [run_id] * len(flat)),
+        ("call_id", "INTEGER", [call_id for call_id, _, _ in flat]),
+        ("op", "VARCHAR", [op for _, op, _ in flat]),
+        ("count", "BIGINT", [s.count for _, _, s in flat])]
+    for name in ("flops", "vector_flops", "bytes_read", "bytes_written"):
+        columns.append((name, "HUGEINT", [getattr(s, name) for _, _, s in flat]))
+    _insert(con, "ops", columns)
+
+
+def _insert_uncovered_ops(con: Connection, run_id: str, uncovered: dict[str, int]) -> None:
+    _insert(con, "uncovered_ops", [("run_id", "VARCHAR", [run_id] * len(uncovered)),
+                                   ("op", "VARCHAR", list(uncovered)),
+                                   ("count", "BIGINT", list(uncovered.values()))])
+
+
+def _insert_formulas(con: Connection, run_id: str, formulas: dict[str, dict[str, Any]]) -> None:
+    keys = sorted(formulas)
+    entries = [{k: v for k, v in formulas[key].items() if k != "layer"} for key in keys]
+    _insert(con, "formulas", [
+        ("run_id", "VARCHAR", [run_id] * len(keys)),
+        ("formula_key", "VARCHAR", keys),
+        ("layer", "VARCHAR", [formulas[key].get("layer") for key in keys]),
+        ("status", "VARCHAR", [(e.get("validation") or {}).get("status") for e in entries]),
+        ("entry", "JSON", [_json(e) for e in entries])])
