@@ -12,8 +12,12 @@ import argparse
 import sys
 from typing import Callable, Sequence
 
+from dotenv import load_dotenv
+
 from formula_db.errors import DatabaseError, FormulaError
-from lm_predictor import module_cmd
+from lm_predictor import analyze_cmd, module_cmd, sql_cmd
+from lm_predictor.models import ModelError
+from lm_predictor.store import StoreError
 
 EXIT_ERROR = 1
 EXIT_NO_FORMULA = 3
@@ -27,18 +31,23 @@ def build_parser() -> argparse.ArgumentParser:
         description="FLOP, memory and time analysis of PyTorch/transformers models from formula "
                     "templates, reconciled against measured aten-op counts.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    analyze_cmd.register(sub)
     module_cmd.register(sub)
+    sql_cmd.register_sql(sub)
+    sql_cmd.register_runs(sub)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    load_dotenv()  # HF_TOKEN, ANTHROPIC_API_KEY, LM_PREDICTOR_DB from ./.env when present
     parser = build_parser()
     args = parser.parse_args(argv)
     handler: Handler = args.handler
     try:
         return handler(args)
-    except (DatabaseError, FormulaError) as exc:
-        print(f"lm-predictor: error: {exc}", file=sys.stderr)
+    except (DatabaseError, FormulaError, ModelError, StoreError) as exc:
+        message = " ".join(str(exc).split())
+        print(f"lm-predictor: error: {message}", file=sys.stderr)
         return EXIT_ERROR
     except KeyboardInterrupt:
         print("lm-predictor: interrupted", file=sys.stderr)
