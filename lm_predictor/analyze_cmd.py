@@ -16,7 +16,7 @@ import sys
 from rich.console import Console
 
 from lm_predictor.api import DTYPES, analyze
-from lm_predictor.report import render, summary
+from lm_predictor.report import render, render_cross_check, summary
 
 
 def positive_int(text: str) -> int:
@@ -59,6 +59,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                        description="Trace one forward pass, measure every module call at the aten "
                                    "level, predict it from the formula database, reconcile and store.")
     add_model_args(p)
+    p.add_argument("--counter", choices=("dispatch", "fvcore"), default="dispatch",
+                   help="fvcore: also count matmul FLOPs with fvcore's FlopCountAnalysis and show "
+                        "where it differs (needs --device cpu)")
     p.add_argument("--rtol", type=float, default=0.0,
                    help="relative tolerance for 'within_tolerance' (default 0: exact)")
     p.add_argument("--db", help="DuckDB file (default $LM_PREDICTOR_DB or ./lm_predictor.duckdb)")
@@ -84,11 +87,19 @@ def run(args: argparse.Namespace) -> int:
                          phase=args.phase, kv_len=args.kv_len, dtype=args.dtype,
                          device=args.device, rtol=args.rtol,
                          db=None if args.no_store else (args.db or ""),
-                         formulas=args.formulas, progress=status.update)
+                         counter=args.counter, formulas=args.formulas,
+                         progress=status.update)
     if result.note:
         err.print(result.note)
     if args.json:
-        print(json.dumps(summary(result.run_id, result.meta, result.trace, result.recon), indent=2))
+        out = summary(result.run_id, result.meta, result.trace, result.recon)
+        if result.cross_check:
+            out["fvcore"] = [{"module_path": r.module_path, "dispatch_flops": r.dispatch_flops,
+                              "fvcore_flops": r.fvcore_flops} for r in result.cross_check]
+        print(json.dumps(out, indent=2))
     else:
-        render(result.meta, result.trace, result.recon, Console(), result.run_id, args.top)
+        console = Console()
+        render(result.meta, result.trace, result.recon, console, result.run_id, args.top)
+        if result.cross_check:
+            render_cross_check(result.cross_check, console, args.top)
     return 0

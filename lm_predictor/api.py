@@ -43,6 +43,7 @@ class AnalysisResult:
     recon: Reconciliation
     formulas: dict[str, dict[str, Any]] = field(default_factory=dict)
     note: str = ""
+    cross_check: list[Any] = field(default_factory=list)  # crosscheck.CrossCheckRow with fvcore
 
 
 def formulas_used(trace_: Trace, registry: Registry) -> dict[str, dict[str, Any]]:
@@ -69,6 +70,7 @@ def run_trace(model: torch.nn.Module, inputs: dict[str, Any]) -> Trace:
 def analyze(model_id: str, *, batch_size: int = 1, seq_len: int = 128,
             phase: Literal["prefill", "decode"] = "prefill", kv_len: int = 0,
             dtype: str = "float32", device: str = "meta", rtol: float = 0.0,
+            counter: Literal["dispatch", "fvcore"] = "dispatch",
             db: str | os.PathLike[str] | None = "", registry: Registry | None = None,
             formulas: str | None = None, progress: Progress | None = None) -> AnalysisResult:
     """Trace, reconcile and (unless `db is None`) store one run. `db=""` uses the default file."""
@@ -97,11 +99,18 @@ def analyze(model_id: str, *, batch_size: int = 1, seq_len: int = 128,
                 if limit and seq_len + kv_len > limit else "")
         raise ModelError(f"the forward pass of {model_id} failed at batch {batch_size}, seq "
                          f"{seq_len}, kv {kv_len}: {first}{hint}; nothing was stored") from None
+    cross: list[Any] = []
+    if counter == "fvcore":
+        from lm_predictor.crosscheck import fvcore_cross_check
+
+        say("cross-checking FLOPs with fvcore")
+        cross = fvcore_cross_check(model, inputs, t)
     say("reconciling")
     recon = reconcile(t, registry, rtol)
     meta = RunMeta(model_id=model_id, config_hash=resolved.config_hash, phase=phase,
                    batch_size=batch_size, seq_len=1 if phase == "decode" else seq_len,
-                   kv_len=kv_len, dtype=dtype, device=device, counter="dispatch", rtol=rtol,
+                   kv_len=kv_len, dtype=dtype, device=device,
+                   counter="dispatch+fvcore" if counter == "fvcore" else "dispatch", rtol=rtol,
                    tool_version=__version__, torch_version=torch.__version__,
                    transformers_version=transformers.__version__)
     snapshot = formulas_used(t, registry)
@@ -117,7 +126,7 @@ def analyze(model_id: str, *, batch_size: int = 1, seq_len: int = 128,
 
         say("storing the run")
         run_id = Store(db_path(str(db) if db else None)).write_run(meta, t, recon, snapshot)
-    return AnalysisResult(run_id, meta, t, recon, snapshot, note)
+    return AnalysisResult(run_id, meta, t, recon, snapshot, note, cross)
 
 
 def connect(db: str | os.PathLike[str] | None = None) -> Any:

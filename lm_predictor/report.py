@@ -166,3 +166,24 @@ def _sum(values: Any) -> Any:
     for v in values:
         total = _add(total, v)
     return total
+
+
+def render_cross_check(rows: list[Any], console: Console, top: int = 10) -> None:
+    """fvcore versus the dispatch counter: totals and the module paths where they differ."""
+    root = rows[0] if rows else None
+    if root is None:
+        return
+    differing = [r for r in rows if r.fvcore_flops != r.dispatch_flops]
+    console.print(f"fvcore cross-check: model FLOPs {human(root.dispatch_flops)} (dispatch) vs "
+                  f"{human(root.fvcore_flops)} (fvcore, MACs x 2); {len(differing)} of "
+                  f"{len(rows)} module paths differ (fvcore skips scaled_dot_product_attention "
+                  f"and counts only matmul/conv handles)")
+    if not differing:
+        return
+    table = Table(title="where fvcore differs")
+    for col in ("module path", "class", "dispatch", "fvcore"):
+        table.add_column(col, overflow="fold")
+    for r in sorted(differing, key=lambda r: -abs((r.fvcore_flops or 0) - r.dispatch_flops))[:top]:
+        table.add_row(r.module_path or "(model)", r.class_name.rsplit(".", 1)[-1],
+                      human(r.dispatch_flops), human(r.fvcore_flops))
+    console.print(table)

@@ -161,3 +161,21 @@ def test_forward_failure_stores_nothing(tiny_gpt2: Path, tmp_path: Path,
     assert code == 1 and "\n" not in err and "boom inside forward" in err
     assert "nothing was stored" in err
     assert Store(db).query("SELECT count(*) FROM runs")[1][0][0] == 1  # the earlier run only
+
+
+def test_fvcore_cross_check(tiny_gpt2: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    batch, seq, hidden, heads = 2, 5, 64, 4
+    out = analyze_json(capsys, "--model-id", str(tiny_gpt2), "--batch-size", str(batch),
+                       "--seq-len", str(seq), "--device", "cpu", "--counter", "fvcore",
+                       "--no-store")
+    assert out["run"]["counter"] == "dispatch+fvcore"
+    rows = {r["module_path"]: r for r in out["fvcore"]}
+    projections = [r for p, r in rows.items() if p.endswith(("c_attn", "c_proj", "c_fc"))]
+    assert projections and all(r["fvcore_flops"] == r["dispatch_flops"] for r in projections)
+    # fvcore has no SDPA handle: it misses exactly the score and value matmuls
+    attn = rows["transformer.h.0.attn"]
+    sdpa = 2 * (2 * batch * heads * seq * seq * (hidden // heads))
+    assert attn["dispatch_flops"] - attn["fvcore_flops"] == sdpa
+    assert main(["analyze", "--model-id", str(tiny_gpt2), "--counter", "fvcore",
+                 "--no-store"]) == 1
+    assert "--device cpu" in capsys.readouterr().err
