@@ -114,3 +114,42 @@ def measure_op(func: Any, args: tuple, kwargs: dict, out: Any) -> OpCost:
         counters.bytes_written = _nbytes(tensors_in(out))
     covered = formula is not None or rule is not None or moves_nothing
     return OpCost(name, counters, covered)
+
+
+_SCALARS = (int, float, bool, str, type(None), torch.dtype, torch.device, torch.memory_format,
+            torch.layout)
+
+
+def _signature(flat: list[Any]) -> tuple:
+    """Hashable description of flattened op arguments: what `measure_op` depends on."""
+    sig: list[Any] = []
+    for x in flat:
+        if isinstance(x, torch.Tensor):
+            sig.append((tuple(x.shape), x.dtype))
+        elif isinstance(x, _SCALARS):
+            sig.append(x)
+        else:
+            sig.append(type(x))
+    return tuple(sig)
+
+
+class CostCache:
+    """Memo of `measure_op` keyed by (op, argument shapes/dtypes/scalars, output shapes).
+
+    `measure_op` is a pure function of those (FLOP formulas and the vector table read shapes,
+    bytes read numel x itemsize), so repeated layers cost one dictionary look-up per op.
+    """
+
+    def __init__(self) -> None:
+        self._costs: dict[tuple, OpCost] = {}
+
+    def measure(self, func: Any, args: tuple, kwargs: dict, out: Any,
+                flat_in: list[Any], out_tensors: list[torch.Tensor]) -> OpCost:
+        try:
+            key = (func, _signature(flat_in), _signature(out_tensors))
+            cached = self._costs.get(key)
+        except TypeError:  # an unhashable scalar: measure without caching
+            return measure_op(func, args, kwargs, out)
+        if cached is None:
+            cached = self._costs[key] = measure_op(func, args, kwargs, out)
+        return cached

@@ -29,9 +29,10 @@ from typing import Any
 
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_flatten
 
 from .attention import SdpaFence
-from .costs import OpCost, flop_formula, measure_op, tensors_in
+from .costs import CostCache, OpCost, flop_formula, tensors_in
 from .memory import StorageTracker, storage_key
 
 
@@ -49,6 +50,7 @@ class OpCounter(TorchDispatchMode):
         self._memory = memory
         self._creator = creator
         self._paused = 0
+        self._costs = CostCache()
 
     def pause(self) -> None:
         self._paused += 1
@@ -57,11 +59,14 @@ class OpCounter(TorchDispatchMode):
         self._paused -= 1
 
     def record(self, func: Any, args: tuple, kwargs: dict, out: Any) -> None:
-        """Cost one executed op and account the storages it created."""
-        self._on_op(measure_op(func, args, kwargs, out))
+        """Cost one executed op (memoised by shapes) and account the storages it created."""
+        flat_in = tree_flatten((args, kwargs))[0]
+        out_tensors = tensors_in(out)
+        self._on_op(self._costs.measure(func, args, kwargs, out, flat_in, out_tensors))
         if self._memory is not None:
-            inputs = {k for t in tensors_in((args, kwargs)) if (k := storage_key(t)) is not None}
-            self._memory.note_outputs(tensors_in(out), inputs, self._creator())
+            inputs = {k for t in flat_in
+                      if isinstance(t, torch.Tensor) and (k := storage_key(t)) is not None}
+            self._memory.note_outputs(out_tensors, inputs, self._creator())
 
     def __torch_dispatch__(self, func: Any, types: Any, args: tuple = (),
                            kwargs: dict | None = None) -> Any:
