@@ -1,7 +1,9 @@
 """Plain-data descriptions of call arguments: the only place tensors are turned into metadata.
 
 A traced call's inputs, outputs and keyword arguments are stored as `TensorMeta` (shape, dtype,
-device, itemsize) or as `ValueSummary` (a short, JSON-safe summary of a non-tensor value). Formula
+device, itemsize) or as `ValueSummary` (a short, JSON-safe summary of a non-tensor value; a
+transformers KV cache is summarised with its current length as `value`, so binds can read the
+cache length as `kwargs.cache.value`). Formula
 binds (`input[0].shape[-1]`, `itemsize(output)`) read these records, never live tensors, so the
 same bind works on a trace stored in DuckDB, on `meta` and on a real device.
 
@@ -79,6 +81,12 @@ def describe(value: Any, _depth: int = 0) -> Described:
         return ValueSummary("dtype", str(value).removeprefix("torch."))
     if isinstance(value, (torch.Size,)):
         return ValueSummary("Size", str(tuple(value)))
+    seq_length = getattr(value, "get_seq_length", None)
+    if callable(seq_length):  # a transformers KV cache: its current length (tokens cached)
+        try:
+            return ValueSummary(type(value).__qualname__, int(seq_length()))
+        except Exception:  # noqa: BLE001 - a cache that cannot tell is summarised by type
+            pass
     return ValueSummary(type(value).__qualname__)
 
 

@@ -31,6 +31,12 @@ from formula_db.store import load_database
 from formula_db import symbolic
 
 BUILTIN_PATH = Path(__file__).with_name("module_db.json")
+ZOO_DIR = Path(__file__).with_name("zoo")  # builtin entries for transformers architectures
+
+
+def builtin_paths() -> list[Path]:
+    """The builtin database files: module_db.json (torch.nn) then zoo/*.json (architectures)."""
+    return [BUILTIN_PATH] + sorted(ZOO_DIR.glob("*.json"))
 
 
 def user_db_path(explicit: str | os.PathLike[str] | None = None) -> Path:
@@ -70,7 +76,8 @@ class Registry:
     def default(cls, user_path: str | os.PathLike[str] | None = None,
                 include_user: bool = True) -> "Registry":
         """Builtin database plus the user database (if it exists)."""
-        layers = [Layer("builtin", BUILTIN_PATH, load_database(BUILTIN_PATH, missing_ok=False))]
+        layers = [Layer("builtin", path, load_database(path, missing_ok=False))
+                  for path in builtin_paths()]
         if include_user:
             path = user_db_path(user_path)
             layers.append(Layer("user", path, load_database(path)))
