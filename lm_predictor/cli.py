@@ -1,7 +1,8 @@
 """The `lm-predictor` command line: argparse subcommands, each in its own module.
 
 Exit codes: 0 success, 1 an error (one line on stderr naming the problem and the fix),
-2 bad usage (argparse), 3 no formula exists for the requested module.
+2 bad usage (argparse), 3 no formula exists for the requested module, 4 `check` found failing or
+regressed formulas.
 
 Example:
     $ lm-predictor module torch.nn.Linear --eval rows=8 in_features=4096 out_features=4096
@@ -15,7 +16,7 @@ from typing import Callable, Sequence
 from dotenv import load_dotenv
 
 from formula_db.errors import DatabaseError, FormulaError
-from lm_predictor import analyze_cmd, module_cmd, sql_cmd
+from lm_predictor import analyze_cmd, check_cmd, module_cmd, predict_cmd, sql_cmd
 from lm_predictor.models import ModelError
 from lm_predictor.store import StoreError
 
@@ -32,6 +33,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "templates, reconciled against measured aten-op counts.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     analyze_cmd.register(sub)
+    predict_cmd.register(sub)
+    check_cmd.register(sub)
     module_cmd.register(sub)
     sql_cmd.register_sql(sub)
     sql_cmd.register_runs(sub)
