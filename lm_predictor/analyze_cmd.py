@@ -15,8 +15,7 @@ import sys
 
 from rich.console import Console
 
-from lm_predictor.api import DTYPES, analyze
-from lm_predictor.report import render, render_cross_check, summary
+DTYPE_NAMES = ("float32", "bfloat16", "float16")
 
 
 def positive_int(text: str) -> int:
@@ -49,7 +48,7 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--phase", choices=("prefill", "decode"), default="prefill",
                    help="decode traces one new token against a KV cache of --kv-len tokens")
     p.add_argument("--kv-len", "--kv_len", dest="kv_len", type=non_negative_int, default=0)
-    p.add_argument("--dtype", choices=tuple(DTYPES), default="float32")
+    p.add_argument("--dtype", choices=DTYPE_NAMES, default="float32")
     p.add_argument("--device", default="meta",
                    help="meta (default: no weights, no memory), cpu or cuda")
 
@@ -74,6 +73,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from lm_predictor.api import analyze
+    from lm_predictor.report import render, render_cross_check, summary
+
     if args.phase == "decode" and args.kv_len < 1:
         print("lm-predictor: error: --phase decode needs --kv-len N (tokens already in the KV "
               "cache), e.g. --kv-len 1024", file=sys.stderr)

@@ -16,7 +16,6 @@ import argparse
 import json
 from typing import Any
 
-import transformers
 from rich.console import Console
 from rich.table import Table
 
@@ -38,6 +37,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def unverified_entries(registry: Any) -> list[tuple[str, str | None]]:
     """Entries verified against another transformers version than the installed one."""
+    import transformers
+
     installed = transformers.__version__
     out = []
     for key in registry.keys():
@@ -58,6 +59,7 @@ def run(args: argparse.Namespace) -> int:
     from lm_predictor.suites import load_suite
     from lm_predictor.testing import trace_config
     import torch
+    import transformers
 
     suite = load_suite(args.suite)
     registry = Registry.default(args.formulas)

@@ -17,8 +17,7 @@ from dotenv import load_dotenv
 
 from formula_db.errors import DatabaseError, FormulaError
 from lm_predictor import analyze_cmd, check_cmd, module_cmd, predict_cmd, sql_cmd
-from lm_predictor.models import ModelError
-from lm_predictor.store import StoreError
+from lm_predictor.errors import ModelError, StoreError
 
 EXIT_ERROR = 1
 EXIT_NO_FORMULA = 3

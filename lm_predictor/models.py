@@ -60,8 +60,7 @@ HUB_ETAG_TIMEOUT_S = 5.0
 GIB = 1024**3
 
 
-class ModelError(ValueError):
-    """A model id, config file or memory budget problem, stated in one line with its fix."""
+from lm_predictor.errors import ModelError  # noqa: E402  (re-exported)
 
 
 @dataclass(frozen=True)

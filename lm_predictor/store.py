@@ -65,8 +65,7 @@ Column = tuple[str, str, list[Any]]  # name, SQL element type, values
 _SCHEMA_LOCK = threading.Lock()  # one schema check/migration at a time within a process
 
 
-class StoreError(Exception):
-    """A run database problem, worded as one line naming the file and the fix."""
+from lm_predictor.errors import StoreError  # noqa: E402  (re-exported)
 
 
 def db_path(explicit: str | os.PathLike[str] | None = None) -> Path:
