@@ -66,6 +66,7 @@ class Registry:
         self._entries: dict[str, FormulaEntry] = {}
         self._source: dict[str, str] = {}
         self._by_name: dict[str, str] = {}
+        self._callees: dict[tuple[str, str], Callee] = {}  # entries are immutable once loaded
         for layer in layers:
             for key, entry in layer.db.entries.items():
                 self._entries[key] = entry
@@ -128,12 +129,17 @@ class Registry:
     # -- evaluation --------------------------------------------------------------------------
     def callee(self, key: str, field: str) -> Callee:
         """Resolver used by nested calls: the callee's parameters and AST for `field`."""
+        cached = self._callees.get((key, field))
+        if cached is not None:
+            return cached
         entry = self._entries.get(key)
         if entry is None:
             raise UnknownKeyError(f"unknown formula key {{{key}}}; it is called but no database "
                                   f"layer defines it")
-        return Callee(key, entry.param_names, entry.defaults, entry.ast(field),
-                      entry.templates().get(field, ""), entry.allow_fractional)
+        callee = Callee(key, entry.param_names, entry.defaults, entry.ast(field),
+                        entry.templates().get(field, ""), entry.allow_fractional)
+        self._callees[(key, field)] = callee
+        return callee
 
     def _text(self, entry: FormulaEntry, field: str) -> str:
         if field.startswith("breakdown."):

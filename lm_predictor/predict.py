@@ -6,9 +6,9 @@ parameters are given, every other parameter binds from `config.*`, and nested `{
 pass values down. Nothing is built and nothing is traced.
 
 For sweeps the whole nested formula is reduced once per metric to a closed form in
-(batch, seq_len, kv_len) with sympy (built from the AST, never from text); when that form is a
-polynomial its integer coefficients are evaluated directly (exact, fast), otherwise each point is
-evaluated exactly through the AST.
+(batch, seq_len, kv_len) with sympy (built from the AST, never from text) and compiled into exact
+closures (`lm_predictor.fastform`); a metric whose form cannot be compiled is evaluated exactly
+through the AST at each point.
 
 Example:
     >>> p = Predictor.for_model("meta-llama/Llama-3.1-8B")
@@ -17,39 +17,18 @@ Example:
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from fractions import Fraction
-from typing import Any
+from typing import Any, Callable
 
-import sympy
 import torch
 
 from formula_db.bind import make_roots, plain_config
 from formula_db.errors import FormulaError, UnknownKeyError
 from formula_db.registry import Registry
 from formula_db.schema import METRICS
-from formula_db.symbolic import symbol
+from lm_predictor.fastform import compile_expr
 
 SHAPE_PARAMS = ("batch", "seq_len", "kv_len")
 ITEMSIZE = {"float32": 4, "bfloat16": 2, "float16": 2}
-
-
-@dataclass
-class _Poly:
-    """A polynomial in the shape parameters: {(exponents...): coefficient}."""
-
-    names: tuple[str, ...]
-    terms: dict[tuple[int, ...], Any]
-
-    def __call__(self, values: dict[str, int]) -> Any:
-        xs = [values[n] for n in self.names]
-        total: Any = 0
-        for exps, coeff in self.terms.items():
-            term = coeff
-            for x, e in zip(xs, exps):
-                if e:
-                    term *= x ** e
-            total += term
-        return total
 
 
 @dataclass
@@ -61,7 +40,7 @@ class Predictor:
     registry: Registry
     fixed: dict[str, Any]
     shape_params: tuple[str, ...]
-    _fast: dict[str, _Poly | None] = field(default_factory=dict)
+    _fast: dict[str, Callable[[dict[str, int]], Any] | None] = field(default_factory=dict)
 
     @classmethod
     def for_config(cls, config: Any, model_id: str = "", registry: Registry | None = None,
@@ -107,39 +86,29 @@ class Predictor:
         return self.registry.symbolic(self.key, metric, fixed=self.fixed,
                                       free=list(self.shape_params))
 
-    def _polynomial(self, metric: str) -> _Poly | None:
+    def compiled(self, metric: str) -> Callable[[dict[str, int]], Any] | None:
+        """The metric's closed form as an exact closure over the shape (None: use the AST)."""
         if metric not in self._fast:
             try:
-                expr = sympy.expand(self.closed_form(metric))
-                symbols = [symbol(n) for n in self.shape_params]
-                poly = sympy.Poly(expr, *symbols) if symbols else None
-                if poly is None or not all(c.is_Rational for c in poly.coeffs()):
-                    self._fast[metric] = None
-                else:
-                    terms = {exps: (int(c) if c.is_Integer else Fraction(int(c.p), int(c.q)))
-                             for exps, c in poly.terms()}
-                    self._fast[metric] = _Poly(self.shape_params, terms)
-            except (sympy.PolynomialError, FormulaError, TypeError, ValueError):
+                self._fast[metric] = compile_expr(self.closed_form(metric))
+            except (FormulaError, TypeError, ValueError):
                 self._fast[metric] = None
         return self._fast[metric]
 
     def sweep(self, points: list[tuple[int, int, int]]) -> list[dict[str, Any]]:
-        """Metrics at many (batch, seq_len, kv_len) points: polynomial fast path when possible."""
-        fast = {m: self._polynomial(m) for m in METRICS}
+        """Metrics at many (batch, seq_len, kv_len) points: compiled closed forms when possible."""
+        fast = {m: self.compiled(m) for m in METRICS}
+        slow_metrics = [m for m in METRICS if fast[m] is None]
         out: list[dict[str, Any]] = []
         for b, s, k in points:
             values = {"batch": b, "seq_len": s, "kv_len": k}
-            slow: dict[str, Any] | None = None
-            row: dict[str, Any] = {}
-            for m in METRICS:
-                poly = fast[m]
-                if poly is not None:
-                    v = poly(values)
-                    row[m] = int(v) if isinstance(v, Fraction) and v.denominator == 1 else v
-                else:
-                    slow = slow or self.point(b, s, k)
-                    row[m] = slow[m]
-            out.append(row)
+            row = {m: fn(values) for m, fn in fast.items() if fn is not None}
+            if slow_metrics:
+                params = dict(self.fixed)
+                params.update({n: values[n] for n in self.shape_params})
+                for m in slow_metrics:
+                    row[m] = self.registry.evaluate(self.key, m, params)
+            out.append({m: row[m] for m in METRICS})
         return out
 
 
