@@ -66,6 +66,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--db", help="DuckDB file (default $LM_PREDICTOR_DB or ./lm_predictor.duckdb)")
     p.add_argument("--no-store", action="store_true", help="do not write the run to DuckDB")
     p.add_argument("--formulas", metavar="PATH", help="user formula database")
+    p.add_argument("--fill-gaps", action="store_true",
+                   help="run the formula agent for every class without a formula (deepest "
+                        "first; needs Claude credentials) and reconcile again")
+    p.add_argument("--hardware", metavar="NAME",
+                   help="add roofline time estimates per call on this device (lm-predictor "
+                        "hardware list), stored in the estimates table")
+    p.add_argument("--plot", metavar="FILE.png",
+                   help="with --hardware: write a roofline chart and a time breakdown by class "
+                        "(two panels, one PNG)")
     p.add_argument("--json", action="store_true", help="print a JSON summary instead of the report")
     p.add_argument("--top", type=positive_int, default=10, help="worst mismatches to show")
     p.add_argument("--analyze", action="store_true", help=argparse.SUPPRESS)  # concept-notes alias
@@ -83,6 +92,10 @@ def run(args: argparse.Namespace) -> int:
     if args.rtol < 0:
         print("lm-predictor: error: --rtol must be >= 0", file=sys.stderr)
         return 2
+    if args.plot and not args.hardware:
+        print("lm-predictor: error: --plot needs --hardware NAME (the device whose roofline to "
+              "draw), e.g. --hardware H100-SXM", file=sys.stderr)
+        return 2
     err = Console(stderr=True)
     with err.status("starting") as status:
         result = analyze(args.model_id, batch_size=args.batch_size, seq_len=args.seq_len,
@@ -90,6 +103,7 @@ def run(args: argparse.Namespace) -> int:
                          device=args.device, rtol=args.rtol,
                          db=None if args.no_store else (args.db or ""),
                          counter=args.counter, formulas=args.formulas,
+                         fill_gaps=args.fill_gaps, hardware=args.hardware,
                          progress=status.update)
     if result.note:
         err.print(result.note)
@@ -98,10 +112,26 @@ def run(args: argparse.Namespace) -> int:
         if result.cross_check:
             out["fvcore"] = [{"module_path": r.module_path, "dispatch_flops": r.dispatch_flops,
                               "fvcore_flops": r.fvcore_flops} for r in result.cross_check]
+        if result.estimates is not None:
+            from hardware.report import time_summary
+
+            out["estimates"] = time_summary(result.estimates)
         print(json.dumps(out, indent=2))
     else:
         console = Console()
         render(result.meta, result.trace, result.recon, console, result.run_id, args.top)
         if result.cross_check:
             render_cross_check(result.cross_check, console, args.top)
+        if result.estimates is not None:
+            from hardware.report import render_time
+
+            render_time(result.estimates, console, run_device=result.meta.device)
+    if args.plot and result.estimates is not None:
+        from hardware.plot import plot_estimates
+        from hardware.report import comparable
+
+        written = plot_estimates(result.estimates, args.plot,
+                                 show_measured=comparable(result.estimates.device,
+                                                          result.meta.device))
+        err.print(f"wrote {written}")
     return 0

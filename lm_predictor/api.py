@@ -44,6 +44,7 @@ class AnalysisResult:
     formulas: dict[str, dict[str, Any]] = field(default_factory=dict)
     note: str = ""
     cross_check: list[Any] = field(default_factory=list)  # crosscheck.CrossCheckRow with fvcore
+    estimates: Any = None  # hardware.roofline.TraceEstimate when analyzed with `hardware`
 
 
 def formulas_used(trace_: Trace, registry: Registry) -> dict[str, dict[str, Any]]:
@@ -72,11 +73,23 @@ def analyze(model_id: str, *, batch_size: int = 1, seq_len: int = 128,
             dtype: str = "float32", device: str = "meta", rtol: float = 0.0,
             counter: Literal["dispatch", "fvcore"] = "dispatch",
             db: str | os.PathLike[str] | None = "", registry: Registry | None = None,
-            formulas: str | None = None, progress: Progress | None = None) -> AnalysisResult:
-    """Trace, reconcile and (unless `db is None`) store one run. `db=""` uses the default file."""
+            formulas: str | None = None, progress: Progress | None = None,
+            fill_gaps: bool = False, hardware: str | None = None) -> AnalysisResult:
+    """Trace, reconcile and (unless `db is None`) store one run. `db=""` uses the default file.
+
+    `fill_gaps` runs the formula agent for every class without a formula, deepest first, and
+    reconciles again (see `lm_predictor.agent_cmd.fill_gaps`); its messages go to `note`.
+    `hardware` (a device of `hardware.catalog`) adds roofline time estimates per call
+    (`estimates`), stored with the run."""
     say = progress or (lambda _msg: None)
     if dtype not in DTYPES:
         raise ValueError(f"unknown dtype {dtype!r}; choose one of {', '.join(DTYPES)}")
+    target = None
+    if hardware:
+        from hardware.catalog import load_catalog
+
+        target = load_catalog().get(hardware)
+        target.matmul_peak(dtype)  # a device without this dtype fails before any work
     registry = registry or Registry.default(formulas)
     say(f"resolving {model_id}")
     resolved = resolve_config(model_id, hf_token=os.environ.get("HF_TOKEN") or None)
@@ -107,6 +120,14 @@ def analyze(model_id: str, *, batch_size: int = 1, seq_len: int = 128,
         cross = fvcore_cross_check(model, inputs, t)
     say("reconciling")
     recon = reconcile(t, registry, rtol)
+    agent_notes: list[str] = []
+    if fill_gaps and recon.uncovered_classes:
+        from lm_predictor.agent_cmd import fill_gaps as run_fill_gaps
+
+        say("filling formula gaps with the agent")
+        filled = run_fill_gaps(t, registry, db=db, model_id=model_id, progress=say)
+        registry, agent_notes = filled.registry, filled.notes
+        recon = reconcile(t, registry, rtol)
     meta = RunMeta(model_id=model_id, config_hash=resolved.config_hash, phase=phase,
                    batch_size=batch_size, seq_len=1 if phase == "decode" else seq_len,
                    kv_len=kv_len, dtype=dtype, device=device,
@@ -114,19 +135,26 @@ def analyze(model_id: str, *, batch_size: int = 1, seq_len: int = 128,
                    tool_version=__version__, torch_version=torch.__version__,
                    transformers_version=transformers.__version__)
     snapshot = formulas_used(t, registry)
-    note = resolved.note
+    note = "; ".join([resolved.note] + agent_notes if resolved.note else agent_notes)
     limit = getattr(resolved.config.get_text_config(), "max_position_embeddings", None)
     if isinstance(limit, int) and meta.seq_len + kv_len > limit:
         note = (note + "; " if note else "") + (
             f"warning: {meta.seq_len + kv_len} positions exceed the model's "
             f"max_position_embeddings ({limit}); a real device would fail or extrapolate")
+    estimates = None
+    if target is not None:
+        from hardware.roofline import estimate_trace
+
+        say(f"estimating time on {target.name}")
+        estimates = estimate_trace(t, target, dtype)
     run_id = None
     if db is not None:
         from lm_predictor.store import Store, db_path
 
         say("storing the run")
-        run_id = Store(db_path(str(db) if db else None)).write_run(meta, t, recon, snapshot)
-    return AnalysisResult(run_id, meta, t, recon, snapshot, note, cross)
+        run_id = Store(db_path(str(db) if db else None)).write_run(
+            meta, t, recon, snapshot, estimates=estimates.rows() if estimates else None)
+    return AnalysisResult(run_id, meta, t, recon, snapshot, note, cross, estimates)
 
 
 def connect(db: str | os.PathLike[str] | None = None) -> Any:

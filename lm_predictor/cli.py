@@ -16,7 +16,9 @@ from typing import Callable, Sequence
 from dotenv import load_dotenv
 
 from formula_db.errors import DatabaseError, FormulaError
-from lm_predictor import analyze_cmd, check_cmd, module_cmd, predict_cmd, sql_cmd
+from hardware.errors import HardwareError
+from lm_predictor import (agent_cmd, analyze_cmd, check_cmd, hardware_cmd, module_cmd,
+                          predict_cmd, sql_cmd)
 from lm_predictor.errors import ModelError, StoreError
 
 EXIT_ERROR = 1
@@ -35,6 +37,8 @@ def build_parser() -> argparse.ArgumentParser:
     predict_cmd.register(sub)
     check_cmd.register(sub)
     module_cmd.register(sub)
+    agent_cmd.register(sub)
+    hardware_cmd.register(sub)
     sql_cmd.register_sql(sub)
     sql_cmd.register_runs(sub)
     return parser
@@ -47,7 +51,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     handler: Handler = args.handler
     try:
         return handler(args)
-    except (DatabaseError, FormulaError, ModelError, StoreError) as exc:
+    except (DatabaseError, FormulaError, ModelError, StoreError, agent_cmd.AgentError,
+            HardwareError) as exc:
         message = " ".join(str(exc).split())
         print(f"lm-predictor: error: {message}", file=sys.stderr)
         return EXIT_ERROR

@@ -1,4 +1,4 @@
--- LM-Predictor run database: tables, macro and views.  schema_version: 1
+-- LM-Predictor run database: tables, macro and views.  schema_version: 2
 --
 -- Executed by lm_predictor/store.py on a new database and after migrating an older one; every
 -- statement is idempotent (CREATE ... IF NOT EXISTS, CREATE OR REPLACE). The version lives in
@@ -213,3 +213,40 @@ FROM calls c
 LEFT JOIN ops o ON o.run_id = c.run_id AND o.call_id = c.call_id
 WHERE c.status = 'no_formula'
 GROUP BY c.run_id, c.class_name, c.formula_key;
+
+-- Hardware time estimates (schema 2): one row per run, call and hardware, from the roofline of
+-- hardware/roofline.py. Times in seconds, summed upward from the calls' own work: estimate_s is
+-- the call's subtree, self_estimate_s its own work only; compute_s/memory_s/overhead_s are the
+-- subtree's roofline components (estimate_s = sum over pseudo-leaves of max(compute, memory)
+-- plus overhead, so it is >= max(compute_s, memory_s)). bound: 'compute' or 'memory', by the
+-- leaves holding most of the time. intensity = (flops + vector_flops) / bytes (NULL: no bytes).
+-- wall_time_s: the call's measured time (NULL on meta), copied from `calls` for comparison.
+CREATE TABLE IF NOT EXISTS estimates (
+    run_id          VARCHAR NOT NULL,
+    call_id         INTEGER NOT NULL,
+    hardware        VARCHAR NOT NULL,   -- catalog name (hardware/devices.json or a user device)
+    dtype           VARCHAR,            -- fp32, bf16, ... the peak that was used
+    compute_s       DOUBLE,
+    memory_s        DOUBLE,
+    overhead_s      DOUBLE,
+    estimate_s      DOUBLE NOT NULL,
+    self_estimate_s DOUBLE,
+    bound           VARCHAR,
+    intensity       DOUBLE,
+    wall_time_s     DOUBLE,
+    PRIMARY KEY (run_id, call_id, hardware)
+);
+
+-- How far are time estimates from measured wall time, per hardware and module class? Calls'
+-- inclusive times; mean_abs_pct_error (percent) over calls with a measured time.
+CREATE OR REPLACE VIEW time_error_by_class AS
+SELECT e.hardware, c.class_name,
+       count(*)                                          AS calls,
+       count(c.wall_time_s)                              AS measured_calls,
+       sum(e.estimate_s)                                 AS estimated_s,
+       sum(c.wall_time_s)                                AS measured_s,
+       100 * avg(abs(e.estimate_s - c.wall_time_s) / c.wall_time_s)
+           FILTER (WHERE c.wall_time_s > 0)              AS mean_abs_pct_error
+FROM estimates e
+JOIN calls c USING (run_id, call_id)
+GROUP BY e.hardware, c.class_name;

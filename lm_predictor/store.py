@@ -1,8 +1,8 @@
 """The DuckDB run database: every traced or predicted run, its calls, ops and formula snapshot.
 
 Schema: `lm_predictor/schema.sql` (tables runs, calls, ops, uncovered_ops, formulas,
-predictions, meta; views formula_accuracy, run_totals, uncovered_classes), version
-`SCHEMA_VERSION`, stored in `meta`.
+predictions, estimates, meta; views formula_accuracy, run_totals, uncovered_classes,
+time_error_by_class), version `SCHEMA_VERSION`, stored in `meta`.
 
 Semantics:
 - The file is `db_path(explicit)`: `--db PATH`, else `$LM_PREDICTOR_DB`, else
@@ -51,12 +51,13 @@ if TYPE_CHECKING:
     from lm_predictor.results import Reconciliation, RunMeta
     from tracing.records import Trace
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 DEFAULT_DB_NAME = "lm_predictor.duckdb"
 DB_ENV = "LM_PREDICTOR_DB"
 SCHEMA_FILE = Path(__file__).with_name("schema.sql")
 LOCK_TIMEOUT_S = 30.0
-TABLES = ("runs", "calls", "ops", "uncovered_ops", "formulas", "predictions")  # keyed by run_id
+TABLES = ("runs", "calls", "ops", "uncovered_ops", "formulas", "predictions",
+          "estimates")  # keyed by run_id
 
 Connection = duckdb.DuckDBPyConnection
 Migration = Callable[[Connection], None]
@@ -102,9 +103,22 @@ def _migrate_0_to_1(con: Connection) -> None:
     con.execute("UPDATE runs SET kind = 'traced' WHERE kind IS NULL")
 
 
+def _migrate_1_to_2(con: Connection) -> None:
+    """Version 2 adds hardware time estimates: the `estimates` table (one row per run, call and
+    hardware). Existing runs have none. Its view `time_error_by_class` is created afterwards by
+    schema.sql, like every view (a version-0 database has no `calls` table yet at this point)."""
+    con.execute("""
+        CREATE TABLE IF NOT EXISTS estimates (
+            run_id VARCHAR NOT NULL, call_id INTEGER NOT NULL, hardware VARCHAR NOT NULL,
+            dtype VARCHAR, compute_s DOUBLE, memory_s DOUBLE, overhead_s DOUBLE,
+            estimate_s DOUBLE NOT NULL, self_estimate_s DOUBLE, bound VARCHAR,
+            intensity DOUBLE, wall_time_s DOUBLE,
+            PRIMARY KEY (run_id, call_id, hardware))""")
+
+
 # from-version -> function upgrading a database from that version to the next one. Migrations
 # are frozen once released: each states its own DDL, never "whatever schema.sql says now".
-MIGRATIONS: dict[int, Migration] = {0: _migrate_0_to_1}
+MIGRATIONS: dict[int, Migration] = {0: _migrate_0_to_1, 1: _migrate_1_to_2}
 
 
 def schema_sql() -> str:
@@ -141,6 +155,7 @@ def ensure_schema(con: Connection, path: Path) -> None:
     if version == SCHEMA_VERSION:
         return
     _refuse_newer(version, path)
+    step: int | None = None  # the migration running, to name it if it fails
     with _SCHEMA_LOCK:
         con.execute("BEGIN TRANSACTION")
         try:
@@ -152,7 +167,9 @@ def ensure_schema(con: Connection, path: Path) -> None:
                     if start not in MIGRATIONS:
                         raise StoreError(f"{path}: no migration from run database schema "
                                          f"{start}; move the file away or pass another --db")
+                    step = start
                     MIGRATIONS[start](con)
+                step = None
                 con.execute(schema_sql())
                 con.execute("INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)",
                             [str(SCHEMA_VERSION)])
@@ -161,7 +178,8 @@ def ensure_schema(con: Connection, path: Path) -> None:
             con.execute("ROLLBACK")
             if isinstance(exc, duckdb.Error):
                 what = (f"create the schema in {path}" if version is None else
-                        f"migrate {path} from schema {version} to {SCHEMA_VERSION}")
+                        f"migrate {path} from schema {step} to {step + 1}" if step is not None
+                        else f"migrate {path} from schema {version} to {SCHEMA_VERSION}")
                 raise StoreError(f"could not {what} (the file is unchanged): "
                                  f"{one_line(str(exc))}") from None
             raise
@@ -272,11 +290,14 @@ class Store:
     # --- writing ---------------------------------------------------------------------------
 
     def write_run(self, meta: RunMeta, trace: Trace, recon: Reconciliation,
-                  formulas: dict[str, dict[str, Any]] | None = None) -> str:
+                  formulas: dict[str, dict[str, Any]] | None = None,
+                  estimates: list[dict[str, Any]] | None = None) -> str:
         """Store a traced, reconciled run with the formula entries it used; returns its run_id.
 
         `formulas` maps formula key -> entry JSON (`entry.model_dump(mode="json")`), optionally
-        with a "layer" item naming the registry layer it came from."""
+        with a "layer" item naming the registry layer it came from. `estimates` are rows of the
+        `estimates` table without run_id (`hardware.roofline.TraceEstimate.rows()`), written
+        in the same transaction."""
         results = {r.call_id: r for r in recon.calls}
         missing = [c.call_id for c in trace.calls if c.call_id not in results]
         extra = sorted(set(results) - {c.call_id for c in trace.calls})
@@ -300,9 +321,26 @@ class Store:
             _insert_ops(con, run_id, trace)
             _insert_uncovered_ops(con, run_id, uncovered)
             _insert_formulas(con, run_id, formulas or {})
+            _insert_estimates(con, run_id, estimates or [])
 
         self._transaction(write, f"run {run_id} of {meta.model_id}")
         return run_id
+
+    def write_estimates(self, run_id: str, rows: list[dict[str, Any]]) -> None:
+        """Add time estimates (rows as for `write_run`) to a stored run, in one transaction;
+        rows for a (call, hardware) already estimated replace the old ones."""
+        hardware = sorted({str(r["hardware"]) for r in rows})
+
+        def write(con: Connection) -> None:
+            if not con.execute("SELECT count(*) FROM runs WHERE run_id = ?",
+                               [run_id]).fetchone()[0]:  # type: ignore[index]
+                raise StoreError(f"no run {run_id!r} in {self.path}; list runs with "
+                                 f"'lm-predictor runs'")
+            con.execute("DELETE FROM estimates WHERE run_id = ? AND list_contains(?, hardware)",
+                        [run_id, hardware])
+            _insert_estimates(con, run_id, rows)
+
+        self._transaction(write, f"estimates of run {run_id}")
 
     def write_predicted_run(self, meta: RunMeta, rows: list[dict[str, Any]]) -> str:
         """Store a predicted-only run (no measurement); returns its run_id.
@@ -556,6 +594,17 @@ def _insert_uncovered_ops(con: Connection, run_id: str, uncovered: dict[str, int
     _insert(con, "uncovered_ops", [("run_id", "VARCHAR", [run_id] * len(uncovered)),
                                    ("op", "VARCHAR", list(uncovered)),
                                    ("count", "BIGINT", list(uncovered.values()))])
+
+
+ESTIMATE_COLUMNS: tuple[tuple[str, str], ...] = (
+    ("run_id", "VARCHAR"), ("call_id", "INTEGER"), ("hardware", "VARCHAR"), ("dtype", "VARCHAR"),
+    ("compute_s", "DOUBLE"), ("memory_s", "DOUBLE"), ("overhead_s", "DOUBLE"),
+    ("estimate_s", "DOUBLE"), ("self_estimate_s", "DOUBLE"), ("bound", "VARCHAR"),
+    ("intensity", "DOUBLE"), ("wall_time_s", "DOUBLE"))
+
+
+def _insert_estimates(con: Connection, run_id: str, rows: list[dict[str, Any]]) -> None:
+    _insert_rows(con, "estimates", ESTIMATE_COLUMNS, [{**row, "run_id": run_id} for row in rows])
 
 
 def _insert_formulas(con: Connection, run_id: str, formulas: dict[str, dict[str, Any]]) -> None:

@@ -1,0 +1,437 @@
+"""`lm-predictor hardware ...`: the device catalog, calibration, efficiency fits, memory fit.
+
+Subcommands:
+- `list` / `show NAME`: the catalog (builtin `hardware/devices.json` + user devices) with
+  sources.
+- `calibrate [--device cpu|cuda] [--name NAME] [--quick]`: microbenchmarks of the local device,
+  saved as a user device (`$LM_PREDICTOR_DEVICES` or the user data dir; `--devices PATH`).
+- `fit --hardware NAME [--db PATH] [--level run|call]`: efficiency factors and per-op overhead
+  fitted to stored runs with measured wall times (`analyze --device cpu|cuda`); MAPE before and
+  after on runs held out of the fit; `--save` writes the factors into the user device entry.
+- `estimate --run RUN_ID --hardware NAME`: add estimates to a stored run.
+- `memory` (alias `fit-memory`) `--model-id X --seq-len N --hardware NAME`: weights + KV cache +
+  activations at bit widths `--w-bits/--a-bits/--kv-bits` against capacity, largest batch.
+Heavy imports (torch, transformers, the store) happen inside the handlers.
+
+Example:
+    $ lm-predictor hardware show h100
+    $ lm-predictor hardware memory --model-id meta-llama/Llama-3.1-8B --seq-len 8192 \\
+          --hardware H100-SXM --kv-bits 8
+    $ lm-predictor analyze --model-id gpt2 --device cpu --batch-size 2 && \\
+      lm-predictor hardware fit --hardware local-cpu
+"""
+from __future__ import annotations
+
+import argparse
+import json
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from rich.console import Console
+from rich.table import Table
+
+from hardware.errors import HardwareError
+from lm_predictor.analyze_cmd import non_negative_int, positive_int
+
+if TYPE_CHECKING:
+    from hardware.catalog import Catalog
+    from hardware.fit import Sample
+    from hardware.roofline import CallWork, Work
+    from lm_predictor.store import Store
+
+
+def bits(text: str) -> int:
+    value = positive_int(text)
+    if value > 64:
+        raise argparse.ArgumentTypeError(f"expected a bit width of at most 64, got {value}")
+    return value
+
+
+def fraction(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number in (0, 1], got {text!r}") from None
+    if not 0 < value <= 1:
+        raise argparse.ArgumentTypeError(f"expected a number in (0, 1], got {value}")
+    return value
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    hw = sub.add_parser("hardware", help="device catalog, calibration, time fits, memory fit",
+                        description="Devices with cited peaks, roofline calibration and fitting, "
+                                    "and whether a model fits in memory.")
+    hs = hw.add_subparsers(dest="hardware_command", required=True, metavar="SUBCOMMAND")
+
+    def common(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--devices", metavar="PATH",
+                       help="user devices file (default $LM_PREDICTOR_DEVICES or "
+                            "<user data dir>/lm-predictor/devices.json)")
+        p.add_argument("--json", action="store_true", help="print JSON")
+
+    p = hs.add_parser("list", help="all devices")
+    common(p)
+    p.set_defaults(handler=run_list)
+
+    p = hs.add_parser("show", help="one device with its sources")
+    p.add_argument("name")
+    common(p)
+    p.set_defaults(handler=run_show)
+
+    p = hs.add_parser("calibrate", help="measure the local device and save it as a user device")
+    p.add_argument("--device", default="cpu", help="cpu (default) or cuda")
+    p.add_argument("--name", help="device name to save (default local-cpu / local-cuda)")
+    p.add_argument("--quick", action="store_true", help="small sizes: rough, under a second")
+    p.add_argument("--threads", type=positive_int, help="torch threads on cpu (default: torch's)")
+    p.add_argument("--dtypes", default="fp32,bf16", help="comma-separated (default fp32,bf16)")
+    p.add_argument("--no-save", action="store_true", help="print the entry, do not save it")
+    common(p)
+    p.set_defaults(handler=run_calibrate)
+
+    p = hs.add_parser("fit", help="fit efficiency factors to stored measured runs",
+                      description="Fit matmul/vector/memory efficiency factors and a per-op "
+                                  "overhead to the wall times of stored runs (analyze --device "
+                                  "cpu|cuda); report MAPE before and after on held-out runs.")
+    p.add_argument("--hardware", required=True, metavar="NAME", help="the device whose peaks "
+                   "to start from (usually the calibrated local device)")
+    p.add_argument("--db", help="DuckDB file (default $LM_PREDICTOR_DB or ./lm_predictor.duckdb)")
+    p.add_argument("--level", choices=("run", "call"), default="run",
+                   help="run: one sample per run (root wall time vs summed estimate; MAPE per "
+                        "phase); call: one per call's own measured time (MAPE per class)")
+    p.add_argument("--runs-device", help="only runs measured on this device type (cpu, cuda)")
+    p.add_argument("--dtype", help="only runs of this dtype (default: the most common)")
+    p.add_argument("--hold-out-every", type=positive_int, default=3,
+                   help="hold out every N-th run from the fit (default 3; 1 = no hold-out)")
+    p.add_argument("--no-overhead", action="store_true", help="do not fit a per-op overhead")
+    p.add_argument("--save", action="store_true",
+                   help="write the fitted factors into the user entry of --hardware")
+    common(p)
+    p.set_defaults(handler=run_fit)
+
+    p = hs.add_parser("estimate", help="add time estimates on a device to a stored run")
+    p.add_argument("--run", required=True, metavar="RUN_ID")
+    p.add_argument("--hardware", required=True, metavar="NAME")
+    p.add_argument("--db", help="DuckDB file (default $LM_PREDICTOR_DB or ./lm_predictor.duckdb)")
+    common(p)
+    p.set_defaults(handler=run_estimate)
+
+    p = hs.add_parser("memory", aliases=["fit-memory"],
+                      help="weights + KV cache + activations against a device's memory",
+                      description="Memory needed at bit widths --w-bits/--a-bits/--kv-bits and "
+                                  "the largest batch that fits for the sequence length.")
+    p.add_argument("--model-id", "--model_id", dest="model_id", required=True)
+    p.add_argument("--seq-len", "--seq_len", dest="seq_len", type=positive_int, required=True,
+                   help="tokens per sequence processed (the prompt)")
+    p.add_argument("--kv-len", "--kv_len", dest="kv_len", type=non_negative_int, default=0,
+                   help="tokens already in the KV cache (the cache holds kv-len + seq-len)")
+    p.add_argument("--hardware", required=True, metavar="NAME")
+    p.add_argument("--batch-size", "--batch_size", dest="batch_size", type=positive_int,
+                   default=1)
+    p.add_argument("--w-bits", "--w_bits", dest="w_bits", type=bits, default=16)
+    p.add_argument("--a-bits", "--a_bits", dest="a_bits", type=bits, default=16)
+    p.add_argument("--kv-bits", "--kv_bits", dest="kv_bits", type=bits, default=16)
+    p.add_argument("--usable", type=fraction, default=1.0,
+                   help="usable share of the capacity (e.g. 0.9 for runtime overheads)")
+    common(p)
+    p.set_defaults(handler=run_memory)
+
+
+def _catalog(args: argparse.Namespace) -> Catalog:
+    from hardware.catalog import load_catalog
+
+    return load_catalog(args.devices)
+
+
+# --- list / show ---------------------------------------------------------------------------------
+
+def run_list(args: argparse.Namespace) -> int:
+    from hardware.report import device_summary, devices_table
+
+    catalog = _catalog(args)
+    devices = catalog.devices()
+    if args.json:
+        print(json.dumps([device_summary(d) for d in devices], indent=2))
+        return 0
+    console = Console()
+    console.print(devices_table(devices, {d.name for d in catalog.user.values()}))
+    console.print(f"user devices: {catalog.user_path}")
+    return 0
+
+
+def run_show(args: argparse.Namespace) -> int:
+    from hardware.report import device_summary, render_device
+
+    device = _catalog(args).get(args.name)
+    if args.json:
+        print(json.dumps(device_summary(device), indent=2))
+    else:
+        render_device(device, Console())
+    return 0
+
+
+# --- calibrate -----------------------------------------------------------------------------------
+
+def run_calibrate(args: argparse.Namespace) -> int:
+    import torch
+
+    from hardware.calibrate import calibrate, to_device
+    from hardware.catalog import normalize_dtype, save_user_device
+    from hardware.report import device_summary, render_device
+
+    dtypes = tuple(normalize_dtype(d.strip()) for d in args.dtypes.split(",") if d.strip())
+    unknown = [d for d in dtypes if d not in ("fp32", "bf16", "fp16")]
+    if unknown:
+        raise HardwareError(f"calibrate measures fp32, bf16 and fp16, not {', '.join(unknown)}")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    kind = torch.device(args.device).type
+    if kind not in ("cpu", "cuda"):
+        raise HardwareError(f"calibrate supports --device cpu or cuda, not {args.device!r}")
+    err = Console(stderr=True)
+    with err.status(f"calibrating {args.device}"):
+        try:
+            result = calibrate(args.device, quick=args.quick, dtypes=dtypes)
+        except RuntimeError as exc:
+            raise HardwareError(f"calibration failed: {' '.join(str(exc).split())}") from None
+    device = to_device(result, args.name or f"local-{kind}")
+    if args.json:
+        print(json.dumps(device_summary(device), indent=2))
+    else:
+        render_device(device, Console())
+    if not args.no_save:
+        path = save_user_device(device, args.devices)
+        err.print(f"saved {device.name} to {path} ({result.duration_s:.1f} s of measurements)")
+    return 0
+
+
+# --- stored runs as estimator input --------------------------------------------------------------
+
+@dataclass
+class StoredRun:
+    """A stored traced run rebuilt for the estimator: its calls' own work and wall times."""
+
+    run_id: str
+    model_id: str
+    phase: str
+    dtype: str
+    device: str
+    shape: str
+    calls: list[CallWork] = field(default_factory=list)
+    outside: Work | None = None
+
+
+def load_runs(store: Store, run_id: str | None = None) -> list[StoredRun]:
+    """Traced runs (or the one `run_id`) with per-call own work summed from the `ops` table."""
+    from hardware.roofline import CallWork, Work
+
+    where, params = ("WHERE kind = 'traced'", []) if run_id is None else (
+        "WHERE kind = 'traced' AND run_id = ?", [run_id])
+    _, run_rows = store.query(f"SELECT run_id, model_id, phase, dtype, device, batch_size, "
+                              f"seq_len, kv_len FROM runs {where} ORDER BY created_at, run_id",
+                              params)
+    runs = {r[0]: StoredRun(r[0], r[1], r[2] or "", r[3] or "float32", r[4] or "",
+                            f"b{r[5]} s{r[6]} kv{r[7]}") for r in run_rows}
+    if not runs:
+        return []
+    ids = list(runs)
+    _, work_rows = store.query(
+        "SELECT run_id, call_id, sum(flops), sum(vector_flops), sum(bytes_read), "
+        "sum(bytes_written), sum(count) FROM ops WHERE list_contains(?, run_id) "
+        "GROUP BY run_id, call_id", [ids])
+    works = {(r[0], r[1]): Work(*(int(v) for v in r[2:])) for r in work_rows}
+    _, call_rows = store.query(
+        "SELECT run_id, call_id, parent_call_id, module_path, class_name, wall_time_s FROM calls "
+        "WHERE list_contains(?, run_id) ORDER BY run_id, call_id", [ids])
+    children: dict[tuple[str, int], list[int]] = defaultdict(list)
+    for r in call_rows:
+        if r[2] is not None:
+            children[(r[0], r[2])].append(r[1])
+    for r in call_rows:
+        runs[r[0]].calls.append(CallWork(r[1], r[2], r[3], r[4], works.get((r[0], r[1]), Work()),
+                                         tuple(children[(r[0], r[1])]), r[5]))
+    for run in runs.values():
+        run.outside = works.get((run.run_id, None))  # type: ignore[index]
+    return list(runs.values())
+
+
+def samples_of(runs: list[StoredRun], level: str) -> list[Sample]:
+    """Fit samples: one per run (level 'run') or one per call's own measured time ('call')."""
+    from hardware.fit import Sample
+
+    out: list[Sample] = []
+    for run in runs:
+        walls = {c.call_id: c.wall_time_s for c in run.calls}
+        if level == "run":
+            roots = [walls[c.call_id] for c in run.calls if c.parent_call_id is None]
+            if not roots or None in roots:
+                continue
+            items = tuple(c.self_work for c in run.calls) + ((run.outside,) if run.outside else ())
+            out.append(Sample(items, float(sum(roots)), run.run_id,  # type: ignore[arg-type]
+                              run.phase))
+            continue
+        for c in run.calls:
+            times = [walls[c.call_id], *(walls[i] for i in c.children)]
+            if None in times:
+                continue
+            own = times[0] - sum(times[1:])  # type: ignore[operator,arg-type]
+            if own > 0:
+                out.append(Sample((c.self_work,), own, run.run_id,
+                                  c.class_name.rsplit(".", 1)[-1]))
+    return out
+
+
+# --- fit ---------------------------------------------------------------------------------------
+
+def run_fit(args: argparse.Namespace) -> int:
+    from hardware.catalog import Efficiency, normalize_dtype, save_user_device
+    from hardware.fit import Factors, fit
+    from hardware.roofline import Peaks, with_efficiency
+    from lm_predictor.store import Store
+
+    device = _catalog(args).get(args.hardware)
+    runs = [r for r in load_runs(Store(args.db)) if r.device != "meta"
+            and (not args.runs_device or r.device.split(":")[0] == args.runs_device)]
+    timed = [r for r in runs if any(c.wall_time_s is not None for c in r.calls)]
+    if not timed:
+        raise HardwareError(f"no stored runs with measured wall times in {Store(args.db).path}; "
+                            f"measure some first, e.g. 'lm-predictor analyze --model-id gpt2 "
+                            f"--device cpu --batch-size 2 --seq-len 64'")
+    dtype = normalize_dtype(args.dtype) if args.dtype else Counter(
+        normalize_dtype(r.dtype) for r in timed).most_common(1)[0][0]
+    chosen = [r for r in timed if normalize_dtype(r.dtype) == dtype]
+    samples = samples_of(chosen, args.level)
+    if not samples:
+        raise HardwareError(f"no usable {args.level}-level samples among {len(chosen)} {dtype} "
+                            f"runs (wall times missing or not positive)")
+    peaks = Peaks.of(device, dtype, Efficiency(), op_overhead_us=0.0)
+    start = Factors(device.efficiency, device.op_overhead_us * 1e-6)
+    result = fit(samples, peaks, start, hold_out_every=args.hold_out_every,
+                 fit_overhead=not args.no_overhead)
+    summary = {"hardware": device.name, "dtype": dtype, "level": args.level,
+               "runs": len(chosen), "skipped_runs_other_dtype": len(timed) - len(chosen),
+               "before": {**start.efficiency.model_dump(), "op_overhead_us":
+                          start.op_overhead_s * 1e6},
+               "after": {**result.factors.efficiency.model_dump(),
+                         "op_overhead_us": result.factors.op_overhead_s * 1e6},
+               "iterations": result.iterations, "fit_samples": result.fit_samples,
+               "held_out_samples": result.held_out_samples,
+               "mape_fit_before": result.mape_fit_before, "mape_fit_after": result.mape_fit_after,
+               "mape_held_out_before": result.mape_held_out_before,
+               "mape_held_out_after": result.mape_held_out_after,
+               "by_label": result.by_label}
+    if args.json:
+        print(json.dumps(summary, indent=2))
+    else:
+        _render_fit(summary, Console())
+    if args.save:
+        fitted = with_efficiency(device, result.factors.efficiency,
+                                 result.factors.op_overhead_s * 1e6)
+        path = save_user_device(fitted, args.devices)
+        Console(stderr=True).print(f"saved the fitted factors of {device.name} to {path}")
+    return 0
+
+
+def _pct(value: Any) -> str:
+    return "—" if value is None else f"{value:.1f}%"
+
+
+def _render_fit(summary: dict[str, Any], console: Console) -> None:
+    before, after = summary["before"], summary["after"]
+    console.print(f"fit of {summary['hardware']} ({summary['dtype']}, {summary['level']} level, "
+                  f"{summary['runs']} runs, {summary['fit_samples']} fit / "
+                  f"{summary['held_out_samples']} held-out samples, "
+                  f"{summary['iterations']} iterations)")
+    factors = Table(title="efficiency factors (time = work / (peak x factor)) and op overhead")
+    for col in ("", "matmul", "vector", "memory", "op overhead µs"):
+        factors.add_column(col, justify="right")
+    for name, f in (("before", before), ("after", after)):
+        factors.add_row(name, f"{f['matmul']:.3g}", f"{f['vector']:.3g}", f"{f['memory']:.3g}",
+                        f"{f['op_overhead_us']:.3g}")
+    console.print(factors)
+    table = Table(title="MAPE of estimated vs measured time")
+    for col in ("label", "fit n", "fit before", "fit after", "held-out n", "held-out before",
+                "held-out after"):
+        table.add_column(col, justify="left" if col == "label" else "right")
+    table.add_row("all", str(summary["fit_samples"]), _pct(summary["mape_fit_before"]),
+                  _pct(summary["mape_fit_after"]), str(summary["held_out_samples"]),
+                  _pct(summary["mape_held_out_before"]), _pct(summary["mape_held_out_after"]))
+    for label, row in summary["by_label"].items():
+        table.add_row(label or "—", str(row["fit_samples"]), _pct(row["mape_fit_before"]),
+                      _pct(row["mape_fit_after"]), str(row["held_out_samples"]),
+                      _pct(row["mape_held_out_before"]), _pct(row["mape_held_out_after"]))
+    console.print(table)
+
+
+# --- estimate a stored run -----------------------------------------------------------------------
+
+def run_estimate(args: argparse.Namespace) -> int:
+    from hardware.report import render_time, time_summary
+    from hardware.roofline import estimate_calls
+    from lm_predictor.store import Store
+
+    device = _catalog(args).get(args.hardware)
+    store = Store(args.db)
+    runs = load_runs(store, args.run)
+    if not runs:
+        raise HardwareError(f"no traced run {args.run!r} in {store.path}; list runs with "
+                            f"'lm-predictor runs'")
+    run = runs[0]
+    est = estimate_calls(run.calls, device, run.dtype, outside=run.outside)
+    store.write_estimates(run.run_id, est.rows())
+    if args.json:
+        print(json.dumps({"run_id": run.run_id, **time_summary(est)}, indent=2))
+    else:
+        render_time(est, Console())
+    return 0
+
+
+# --- memory fit ----------------------------------------------------------------------------------
+
+def run_memory(args: argparse.Namespace) -> int:
+    import os
+
+    import torch
+
+    from hardware.memory_fit import MemoryNeeds, fit_memory
+    from lm_predictor.inputs import cache_layout
+    from lm_predictor.models import (build_model, count_parameters, estimate_memory,
+                                     resolve_config)
+
+    device = _catalog(args).get(args.hardware)
+    resolved = resolve_config(args.model_id, hf_token=os.environ.get("HF_TOKEN") or None)
+    model = build_model(resolved.config, device="meta", dtype=torch.float32)
+    tokens = args.kv_len + args.seq_len
+    kv_elements = sum(lay.bytes_per_token // lay.itemsize * min(tokens, lay.window or tokens)
+                      for lay in cache_layout(model, dtype=torch.float32))
+    act_bytes = estimate_memory(model, batch_size=1, seq_len=args.seq_len, kv_len=args.kv_len,
+                                dtype=torch.float32).activation_bytes_estimate
+    needs = MemoryNeeds(count_parameters(model), kv_elements, act_bytes // 4)
+    fit = fit_memory(needs, device.capacity_bytes, batch_size=args.batch_size,
+                     w_bits=args.w_bits, a_bits=args.a_bits, kv_bits=args.kv_bits,
+                     usable_fraction=args.usable)
+    out = {"model_id": resolved.model_id, "hardware": device.name, "seq_len": args.seq_len,
+           "kv_len": args.kv_len, "parameters": needs.parameters,
+           "kv_elements_per_sequence": needs.kv_elements_per_sequence,
+           "activation_elements_per_sequence": needs.activation_elements_per_sequence,
+           **fit.as_dict()}
+    if args.json:
+        print(json.dumps(out, indent=2))
+        return 0
+    gb = 1e9
+    table = Table(title=f"{resolved.model_id} on {device.name} ({device.memory_gb:g} GB): "
+                        f"batch {args.batch_size}, {tokens} tokens per sequence, "
+                        f"W{args.w_bits} A{args.a_bits} KV{args.kv_bits}")
+    table.add_column("part")
+    table.add_column("GB", justify="right")
+    for name, value in (("weights", fit.weights_bytes), ("KV cache", fit.kv_bytes),
+                        ("activations (peak, estimate)", fit.activation_bytes),
+                        ("total", fit.total_bytes), ("usable capacity", fit.usable_bytes)):
+        table.add_row(name, f"{value / gb:.3f}")
+    console = Console()
+    console.print(table)
+    verdict = "fits" if fit.fits else "does NOT fit"
+    largest = "unbounded" if fit.max_batch is None else str(fit.max_batch)
+    console.print(f"batch {args.batch_size} {verdict}; largest batch that fits at "
+                  f"{tokens} tokens: {largest}")
+    return 0
