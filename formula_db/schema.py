@@ -60,7 +60,7 @@ class BreakdownItem(BaseModel):
     (e.g. the work a causal kernel really does) and are not summed into the totals."""
 
     model_config = ConfigDict(extra="forbid")
-    name: str
+    name: str = Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$", max_length=64)
     description: str = ""
     kind: Literal["component", "useful"] = "component"
     flops: str | None = None
