@@ -103,3 +103,9 @@ def test_phi3() -> None:
 def test_gpt2() -> None:
     check_architecture(_tiny("gpt2"), "transformers__models__gpt2__modeling__gpt2__GPT2Block",
                        first_layer="transformer.h.0")
+
+
+def test_opt() -> None:
+    check_architecture(_tiny("facebook/opt-125m"),
+                       "transformers__models__opt__modeling__opt__OPTDecoderLayer",
+                       first_layer="model.decoder.layers.0")
