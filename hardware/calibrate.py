@@ -9,7 +9,9 @@ What is measured (best of a few repeats, each on warmed-up tensors):
 - memory bandwidth per dtype: `z.copy_(x)` on 64 MiB (read + write = 2 x bytes) and
   `torch.add(x, y, out=z)` (3 x bytes); the entry keeps the best over dtypes and kernels.
 - op overhead: mean time of `torch.add` on one-element tensors (dispatch/launch cost per op).
-On CUDA every timing is bracketed by `torch.cuda.synchronize()`.
+On CUDA every timing is bracketed by `torch.cuda.synchronize()`. `clock="thread"` (cpu, one torch
+thread) times with the thread's CPU time instead of wall time, so other processes on a shared
+machine do not slow the measured peaks down.
 
 `--quick` (tests) uses 128² and 256² matrices, 8 MiB copies and fewer repeats: the numbers are then
 rough but positive and loadable. Timings on a shared machine are noisy; calibrate on an idle one.

@@ -6,9 +6,10 @@ dtype (solid) and the vector peak (dashed, when published); efficiency factors a
 fitted device shows its achievable roofs. Each module class is a point at its own work's
 intensity and attained rate (FLOPs / estimated seconds), its area proportional to its estimated
 time; classes without FLOPs or bytes cannot sit on log axes and are listed in the caption. When
-the run was timed, hollow markers show the rate at the measured self time.
+the run was timed on a device of the kind estimated (`show_measured`), hollow markers show the
+rate at the measured self time.
 
-Right panel: one horizontal bar per source (estimate; measured self time when timed), stacked
+Right panel: one horizontal bar per source (estimate; measured self time when shown), stacked
 by module class, largest classes first, the rest merged into "other".
 
 Rendering uses matplotlib's Agg canvas directly (no pyplot, no display, no global state).
@@ -87,7 +88,7 @@ def _roofline(est: TraceEstimate, ax: Axes, colors: dict[str, str], show_measure
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlabel("arithmetic intensity (FLOP/byte, own work of the class)")
-    ax.set_ylabel("FLOP/s (estimated; hollow: measured)")
+    ax.set_ylabel("FLOP/s (estimated" + ("; hollow: measured)" if measured else ")"))
     ax.grid(True, which="both", alpha=0.3)
     legend = ax.legend(fontsize=7, loc="lower right")
     for handle in legend.legend_handles:  # markers at one size in the legend

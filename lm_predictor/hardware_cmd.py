@@ -85,6 +85,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--quick", action="store_true", help="small sizes: rough, under a second")
     p.add_argument("--threads", type=positive_int, help="torch threads on cpu (default: torch's)")
     p.add_argument("--dtypes", default="fp32,bf16", help="comma-separated (default fp32,bf16)")
+    p.add_argument("--clock", choices=("wall", "thread"), default="wall",
+                   help="thread: time with the thread's CPU time (cpu, --threads 1), steadier on "
+                        "a machine shared with other work")
     p.add_argument("--no-save", action="store_true", help="print the entry, do not save it")
     common(p)
     p.set_defaults(handler=run_calibrate)
@@ -191,7 +194,7 @@ def run_calibrate(args: argparse.Namespace) -> int:
     err = Console(stderr=True)
     with err.status(f"calibrating {args.device}"):
         try:
-            result = calibrate(args.device, quick=args.quick, dtypes=dtypes)
+            result = calibrate(args.device, quick=args.quick, dtypes=dtypes, clock=args.clock)
         except RuntimeError as exc:
             raise HardwareError(f"calibration failed: {' '.join(str(exc).split())}") from None
     device = to_device(result, args.name or f"local-{kind}")
@@ -314,7 +317,8 @@ def run_fit(args: argparse.Namespace) -> int:
                           start.op_overhead_s * 1e6},
                "after": {**result.factors.efficiency.model_dump(),
                          "op_overhead_us": result.factors.op_overhead_s * 1e6},
-               "iterations": result.iterations, "fit_samples": result.fit_samples,
+               "iterations": result.iterations, "at_bound": result.at_bound,
+               "fit_samples": result.fit_samples,
                "held_out_samples": result.held_out_samples,
                "mape_fit_before": result.mape_fit_before, "mape_fit_after": result.mape_fit_after,
                "mape_held_out_before": result.mape_held_out_before,
@@ -349,6 +353,10 @@ def _render_fit(summary: dict[str, Any], console: Console) -> None:
         factors.add_row(name, f"{f['matmul']:.3g}", f"{f['vector']:.3g}", f"{f['memory']:.3g}",
                         f"{f['op_overhead_us']:.3g}")
     console.print(factors)
+    if summary["at_bound"]:
+        console.print(f"[yellow]on a plausibility bound (hardware.fit.BOUNDS): "
+                      f"{', '.join(summary['at_bound'])}; the roofline explains these times "
+                      f"poorly[/yellow]")
     table = Table(title="MAPE of estimated vs measured time")
     for col in ("label", "fit n", "fit before", "fit after", "held-out n", "held-out before",
                 "held-out after"):
