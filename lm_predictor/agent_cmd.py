@@ -16,8 +16,7 @@ wired to traces, the CLI and the run database.
 - `fill_gaps(trace, registry, ...)` runs the agent for every uncovered class of a trace,
   deepest first (by the largest depth of its calls) so that parents can call their children's
   new formulas; `analyze --fill-gaps` calls it and reconciles again.
-- Every run's cost and outcome is a row of the DuckDB table `agent_runs` (created here,
-  idempotently, next to the tables of `schema.sql`).
+- Every run's cost and outcome is a row of the DuckDB table `agent_runs` (`schema.sql`).
 Heavy imports (the SDK, tracing, transformers) happen inside the functions, so building the
 CLI parser stays cheap.
 
@@ -57,24 +56,7 @@ TransportFactory = Callable[["AgentTask"], Any]
 # CLI in a subprocess). While it is set, the credential check is skipped.
 transport_factory: TransportFactory | None = None
 
-AGENT_RUNS_DDL = """
-CREATE TABLE IF NOT EXISTS agent_runs (
-    started_at            TIMESTAMP NOT NULL,   -- UTC
-    full_class_name       VARCHAR NOT NULL,
-    formula_key           VARCHAR NOT NULL,
-    outcome               VARCHAR NOT NULL,     -- cached | not_reconciled | error | timeout
-    num_turns             INTEGER,
-    input_tokens          BIGINT,               -- as the SDK reports them
-    output_tokens         BIGINT,
-    cache_read_tokens     BIGINT,
-    cache_creation_tokens BIGINT,
-    cost_usd              DOUBLE,               -- total_cost_usd of the SDK's result message
-    duration_s            DOUBLE,               -- wall-clock seconds of the run
-    submissions           INTEGER,              -- reconcile calls
-    model_id              VARCHAR,              -- the model whose trace supplied the calls
-    transcript_path       VARCHAR,
-    error                 VARCHAR
-)"""
+
 
 
 class AgentError(Exception):
@@ -225,13 +207,12 @@ def credentials_missing() -> str | None:
 
 
 def record_run(run: AgentRun, db: str | os.PathLike[str] | None, model_id: str | None) -> Path:
-    """Append the run's cost and outcome to `agent_runs` (created if missing); returns the file."""
+    """Append the run's cost and outcome to `agent_runs`; returns the database file."""
     from lm_predictor.store import Store
 
     store = Store(db)
     con = store.open()
     try:
-        con.execute(AGENT_RUNS_DDL)
         con.execute("INSERT INTO agent_runs VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     [run.started_at.replace(tzinfo=None), run.full_class_name, run.key,
                      run.outcome, run.num_turns, run.input_tokens, run.output_tokens,

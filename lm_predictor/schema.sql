@@ -1,4 +1,4 @@
--- LM-Predictor run database: tables, macro and views.  schema_version: 2
+-- LM-Predictor run database: tables, macro and views.  schema_version: 3
 --
 -- Executed by lm_predictor/store.py on a new database and after migrating an older one; every
 -- statement is idempotent (CREATE ... IF NOT EXISTS, CREATE OR REPLACE). The version lives in
@@ -250,3 +250,22 @@ SELECT e.hardware, c.class_name,
 FROM estimates e
 JOIN calls c USING (run_id, call_id)
 GROUP BY e.hardware, c.class_name;
+
+-- Formula-agent runs (lm-predictor agent / module / analyze --fill-gaps): cost and outcome.
+CREATE TABLE IF NOT EXISTS agent_runs (
+    started_at            TIMESTAMP NOT NULL,   -- UTC
+    full_class_name       VARCHAR NOT NULL,
+    formula_key           VARCHAR NOT NULL,
+    outcome               VARCHAR NOT NULL,     -- cached | not_reconciled | error | timeout
+    num_turns             INTEGER,
+    input_tokens          BIGINT,               -- as the SDK reports them
+    output_tokens         BIGINT,
+    cache_read_tokens     BIGINT,
+    cache_creation_tokens BIGINT,
+    cost_usd              DOUBLE,               -- total_cost_usd of the SDK's result message
+    duration_s            DOUBLE,               -- wall-clock seconds of the run
+    submissions           INTEGER,              -- reconcile calls
+    model_id              VARCHAR,              -- the model whose trace supplied the calls
+    transcript_path       VARCHAR,
+    error                 VARCHAR
+);

@@ -51,7 +51,7 @@ if TYPE_CHECKING:
     from lm_predictor.results import Reconciliation, RunMeta
     from tracing.records import Trace
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 DEFAULT_DB_NAME = "lm_predictor.duckdb"
 DB_ENV = "LM_PREDICTOR_DB"
 SCHEMA_FILE = Path(__file__).with_name("schema.sql")
@@ -116,9 +116,31 @@ def _migrate_1_to_2(con: Connection) -> None:
             PRIMARY KEY (run_id, call_id, hardware))""")
 
 
+def _migrate_2_to_3(con: Connection) -> None:
+    """Version 3 adds `agent_runs`: cost and outcome of each formula-agent run."""
+    con.execute("""
+    CREATE TABLE IF NOT EXISTS agent_runs (
+        started_at            TIMESTAMP NOT NULL,   -- UTC
+        full_class_name       VARCHAR NOT NULL,
+        formula_key           VARCHAR NOT NULL,
+        outcome               VARCHAR NOT NULL,     -- cached | not_reconciled | error | timeout
+        num_turns             INTEGER,
+        input_tokens          BIGINT,               -- as the SDK reports them
+        output_tokens         BIGINT,
+        cache_read_tokens     BIGINT,
+        cache_creation_tokens BIGINT,
+        cost_usd              DOUBLE,               -- total_cost_usd of the SDK's result message
+        duration_s            DOUBLE,               -- wall-clock seconds of the run
+        submissions           INTEGER,              -- reconcile calls
+        model_id              VARCHAR,              -- the model whose trace supplied the calls
+        transcript_path       VARCHAR,
+        error                 VARCHAR
+    )""")
+
+
 # from-version -> function upgrading a database from that version to the next one. Migrations
 # are frozen once released: each states its own DDL, never "whatever schema.sql says now".
-MIGRATIONS: dict[int, Migration] = {0: _migrate_0_to_1, 1: _migrate_1_to_2}
+MIGRATIONS: dict[int, Migration] = {0: _migrate_0_to_1, 1: _migrate_1_to_2, 2: _migrate_2_to_3}
 
 
 def schema_sql() -> str:
