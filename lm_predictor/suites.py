@@ -12,7 +12,8 @@ A suite file is JSON:
 `model_id` is anything `--model-id` accepts; `tiny: true` shrinks it with `models.tiny_config`;
 `config_class` names a transformers config class built from `overrides` (then shrunk when
 `tiny`). Shapes are (batch, seq_len) or (batch, seq_len, phase, kv_len). The default suite
-`zoo` covers every architecture with builtin formulas in `formula_db/zoo/`.
+`zoo` covers the architectures with builtin formulas in `formula_db/zoo/` that take token ids
+(ViT, which takes images, is checked by its own test only).
 """
 from __future__ import annotations
 
@@ -72,6 +73,8 @@ def zoo_suite() -> Suite:
     models.append(SuiteModel(model_id="bert-base-uncased", tiny=True, shapes=PREFILL))
     for klass in ("Qwen3Config", "Qwen2MoeConfig", "GPTNeoXConfig", "FalconConfig"):
         models.append(SuiteModel(config_class=klass, tiny=True, shapes=PREFILL + DECODE))
+    models.append(SuiteModel(config_class="T5Config", tiny=True, shapes=PREFILL))  # no decode
+    models.append(SuiteModel(config_class="MambaConfig", tiny=True, shapes=PREFILL))
     return Suite(name="zoo", models=models)
 
 

@@ -1,0 +1,222 @@
+"""Zoo formulas of mixture-of-experts and other decoder architectures reconcile exactly and predict
+without a trace.
+
+Architectures (formula_db/zoo/<arch>.json): Mixtral, Qwen2-MoE, Gemma 2, GPT-NeoX, Falcon,
+DeepSeek-V3, each a tiny config traced on `meta`; every call must match its formula on all five
+metrics at three odd prefill shapes and three odd decode points, and trace-free prediction must
+equal a fresh trace at shapes not used for reconciliation. Exceptions (and why) are in
+formula_db/zoo/NOTES_moe_and_others.md:
+- decoder layers bind the cache length the cache reports, which is layer 0's: exact for layer 0;
+  for later layers the test re-evaluates the formula with the layer's true cache length
+  (reported - new tokens) and requires exactness;
+- MoE experts run `aten._grouped_mm`, which has no FLOP formula in torch's registry nor in
+  `tracing.attention.EXTRA_FLOP_FORMULAS`; the `grouped_mm_flops` fixture registers one
+  (2 x rows x K x N, as for mm) for this module only.
+`test_mixtral_routing_vs_uniform` runs the data-dependent 'eager' experts loop on CPU with random
+weights and reports how far real routing lands from uniform.
+"""
+from __future__ import annotations
+
+import re
+from math import prod
+
+import pytest
+import torch
+from torch.utils.flop_counter import shape_wrapper
+
+from formula_db.registry import Registry
+from lm_predictor.models import build_model, load_preset, tiny_config
+from lm_predictor.reconcile import measured_of
+from lm_predictor.testing import assert_predicts, assert_reconciles, trace_config
+from formula_db.bind import make_roots
+from tracing.attention import EXTRA_FLOP_FORMULAS
+
+PREFILL = [(1, 3), (3, 5), (5, 7)]
+DECODE = [(1, 1, "decode", 7), (3, 1, "decode", 9), (5, 1, "decode", 11)]
+PREDICT = [(7, 9), (2, 17), (4, 1, "decode", 13)]
+ALL = ("flops", "vector_flops", "bytes_read", "bytes_written", "activation_bytes")
+
+
+def _grouped_mm_flop(a_shape, b_shape, *args, out_shape=None, **kwargs) -> int:
+    """aten._grouped_mm: 2 x rows x K x N summed over groups (2-D x 3-D: rows split by offsets)."""
+    if len(a_shape) == 2 and len(b_shape) == 2:  # K split into groups
+        return 2 * a_shape[0] * a_shape[1] * b_shape[1]
+    return 2 * prod(out_shape) * a_shape[-1]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def grouped_mm_flops():
+    op = torch.ops.aten._grouped_mm
+    added = op not in EXTRA_FLOP_FORMULAS
+    if added:
+        EXTRA_FLOP_FORMULAS[op] = shape_wrapper(_grouped_mm_flop)
+    yield
+    if added:
+        EXTRA_FLOP_FORMULAS.pop(op, None)
+
+
+@pytest.fixture(scope="module")
+def registry() -> Registry:
+    reg = Registry.default(include_user=False)
+    assert reg.check() == []
+    return reg
+
+
+def check_layers_true_kv(results, registry: Registry, layer_key: str, per_layer=None) -> int:
+    """Every decoder-layer call matches its formula once kv_len is the layer's own cache length
+    (and `per_layer(index)` gives any other parameter a layer cannot bind itself)."""
+    checked = 0
+    for r in results:
+        for call in r.trace.calls:
+            if call.formula_key != layer_key:
+                continue
+            index = int(re.search(r"\.(\d+)$", call.module_path).group(1))
+            roots = make_roots(call.attributes, call.inputs, call.kwargs, call.outputs,
+                               r.trace.config)
+            params = registry.bind(layer_key, roots)
+            if index > 0:
+                params["kv_len"] -= params["seq_len"]
+            params.update(per_layer(index) if per_layer else {})
+            predicted = registry.evaluate_all(layer_key, params)
+            measured = measured_of(call)
+            assert {m: predicted[m] for m in ALL} == measured, (call.module_path, r.batch,
+                                                                r.seq_len, r.phase)
+            checked += 1
+    return checked
+
+
+def run_arch(config, registry: Registry, layer_key: str, per_layer=None) -> None:
+    results = assert_reconciles(config, PREFILL + DECODE, registry=registry,
+                                exempt={layer_key: ALL})
+    assert check_layers_true_kv(results, registry, layer_key, per_layer) == len(results) * \
+        config.num_hidden_layers
+    assert_predicts(config, PREDICT, registry=registry)
+
+
+# -- Mixtral -------------------------------------------------------------------------------------
+
+MIXTRAL = "transformers__models__mixtral__modeling__mixtral__Mixtral"
+
+
+@pytest.fixture(scope="module")
+def mixtral():
+    return tiny_config(load_preset("mistralai/Mixtral-8x7B-v0.1"))
+
+
+def test_mixtral(mixtral, registry) -> None:
+    run_arch(mixtral, registry, MIXTRAL + "DecoderLayer")
+
+
+def test_mixtral_routing_vs_uniform(mixtral, registry) -> None:
+    """Eager experts (a loop over the experts hit, data-dependent nonzero/where) on CPU with random
+    weights: matmul FLOPs equal the uniform formula exactly (the rows always sum to tokens x top_k);
+    weight bytes and the per-expert load depend on the routing, reported here."""
+    torch.manual_seed(0)
+    model = build_model(mixtral, device="cpu")
+    model.set_experts_implementation("eager")
+    routes: list[torch.Tensor] = []
+    for module in model.modules():
+        if type(module).__name__ == "MixtralTopKRouter":
+            module.register_forward_hook(lambda m, a, out: routes.append(out[2].clone()))
+    batch, seq = 4, 31
+    t = trace_config(mixtral, batch, seq, device="cpu", model=model)
+    tokens, k, E = batch * seq, mixtral.num_experts_per_tok, mixtral.num_local_experts
+    h, inter = mixtral.hidden_size, mixtral.intermediate_size
+    uniform = tokens * k / E
+    expert_calls = [c for c in t.calls if c.formula_key == MIXTRAL + "Experts"]
+    assert len(expert_calls) == len(routes) == mixtral.num_hidden_layers
+    for call, idx in zip(expert_calls, routes):
+        load = torch.bincount(idx.flatten(), minlength=E).tolist()
+        hit = sum(1 for n in load if n)
+        assert sum(load) == tokens * k
+        assert call.inclusive.flops == 6 * tokens * k * h * inter  # uniform formula, exact
+        weight_bytes = 4 * hit * 3 * inter * h  # eager reads only the experts hit
+        assert weight_bytes <= 4 * E * 3 * inter * h
+        imbalance = max(load) / uniform
+        print(f"{call.module_path}: tokens per expert {load}, uniform {uniform:.1f}, "
+              f"max/uniform {imbalance:.2f}, experts hit {hit}/{E}")
+        assert 1.0 <= imbalance < 2.5  # loose: random router weights, 124 tokens
+
+
+# -- Qwen2-MoE -----------------------------------------------------------------------------------
+
+QWEN2_MOE = "transformers__models__qwen2__moe__modeling__qwen2__moe__Qwen2Moe"
+
+
+@pytest.fixture(scope="module")
+def qwen2_moe():
+    import transformers
+
+    # tiny_config leaves shared_expert_intermediate_size at 5632; shrink it like the others
+    return tiny_config(transformers.Qwen2MoeConfig(), shared_expert_intermediate_size=96)
+
+
+def test_qwen2_moe(qwen2_moe, registry) -> None:
+    run_arch(qwen2_moe, registry, QWEN2_MOE + "DecoderLayer")
+
+
+# -- GPT-NeoX ------------------------------------------------------------------------------------
+
+GPT_NEOX = "transformers__models__gpt__neox__modeling__gpt__neox__GPTNeoX"
+
+
+@pytest.fixture(scope="module")
+def gpt_neox():
+    import transformers
+
+    return tiny_config(transformers.GPTNeoXConfig())
+
+
+def test_gpt_neox(gpt_neox, registry) -> None:
+    run_arch(gpt_neox, registry, GPT_NEOX + "Layer")
+
+
+# -- Falcon --------------------------------------------------------------------------------------
+
+FALCON = "transformers__models__falcon__modeling__falcon__Falcon"
+
+
+@pytest.fixture(scope="module")
+def falcon():
+    import transformers
+
+    # tiny_config leaves ffn_hidden_size at 18176; shrink it like intermediate_size
+    return tiny_config(transformers.FalconConfig(), ffn_hidden_size=128)
+
+
+def test_falcon(falcon, registry) -> None:
+    run_arch(falcon, registry, FALCON + "DecoderLayer")
+
+
+# -- Gemma 2 -------------------------------------------------------------------------------------
+
+GEMMA2 = "transformers__models__gemma2__modeling__gemma2__Gemma2"
+
+
+@pytest.fixture(scope="module")
+def gemma2():
+    return tiny_config(load_preset("google/gemma-2-9b"))
+
+
+def test_gemma2(gemma2, registry) -> None:
+    assert gemma2.sliding_window > 17  # every tested kv_len + seq_len fits in the window
+    assert gemma2.layer_types == ["sliding_attention", "full_attention"]
+    run_arch(gemma2, registry, GEMMA2 + "DecoderLayer",
+             per_layer=lambda i: {"sliding": gemma2.layer_types[i] == "sliding_attention"})
+
+
+# -- DeepSeek-V3 ---------------------------------------------------------------------------------
+
+DEEPSEEK_V3 = "transformers__models__deepseek__v3__modeling__deepseek__v3__DeepseekV3"
+
+
+@pytest.fixture(scope="module")
+def deepseek_v3():
+    return tiny_config(load_preset("deepseek-ai/DeepSeek-V3"))
+
+
+def test_deepseek_v3(deepseek_v3, registry) -> None:
+    dense = deepseek_v3.first_k_dense_replace
+    assert 0 < dense < deepseek_v3.num_hidden_layers  # one dense and one MoE layer
+    run_arch(deepseek_v3, registry, DEEPSEEK_V3 + "DecoderLayer",
+             per_layer=lambda i: {"is_moe": i >= dense})
