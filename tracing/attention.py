@@ -66,8 +66,21 @@ def sdpa_flop(query_shape: tuple[int, ...], key_shape: tuple[int, ...],
 # Our own FLOP formulas, in flop_counter's calling convention (tensors in, `out_val=` keyword),
 # for ops that actually run but torch's `flop_registry` lacks. Not merged into torch's global
 # registry, so `FlopCounterMode` stays an independent reference.
+def grouped_mm_flop(a_shape: Any, b_shape: Any, *args: Any, out_shape: Any = None,
+                    **kwargs: Any) -> int:
+    """aten._grouped_mm (mixture-of-experts experts in transformers 5): 2 x rows x K x N summed
+    over the groups. 2-D x 3-D (rows split by offsets) and 3-D x 3-D give 2 * numel(out) * K;
+    2-D x 2-D (K split into groups) gives 2 * M * K * N. Missing from torch 2.15's registry."""
+    if len(a_shape) == 2 and len(b_shape) == 2:
+        return 2 * a_shape[0] * a_shape[1] * b_shape[1]
+    return 2 * prod(out_shape) * a_shape[-1]
+
+
+# FLOP formulas for ops torch's flop_registry lacks (known upstream gaps), same calling
+# convention (shape_wrapper): looked up by `tracing.costs.flop_formula` after the registry.
 EXTRA_FLOP_FORMULAS: dict[Any, Callable[..., int]] = {
     aten.scaled_dot_product_attention: shape_wrapper(sdpa_flop),
+    aten._grouped_mm: shape_wrapper(grouped_mm_flop),
 }
 
 

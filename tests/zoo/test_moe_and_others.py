@@ -9,50 +9,28 @@ formula_db/zoo/NOTES_moe_and_others.md:
 - decoder layers bind the cache length the cache reports, which is layer 0's: exact for layer 0;
   for later layers the test re-evaluates the formula with the layer's true cache length
   (reported - new tokens) and requires exactness;
-- MoE experts run `aten._grouped_mm`, which has no FLOP formula in torch's registry nor in
-  `tracing.attention.EXTRA_FLOP_FORMULAS`; the `grouped_mm_flops` fixture registers one
-  (2 x rows x K x N, as for mm) for this module only.
+- MoE experts run `aten._grouped_mm`, which has no FLOP formula in torch's registry;
+  `tracing.attention.EXTRA_FLOP_FORMULAS` registers one (2 x rows x K x N, as for mm).
 `test_mixtral_routing_vs_uniform` runs the data-dependent 'eager' experts loop on CPU with random
 weights and reports how far real routing lands from uniform.
 """
 from __future__ import annotations
 
 import re
-from math import prod
 
 import pytest
 import torch
-from torch.utils.flop_counter import shape_wrapper
 
 from formula_db.registry import Registry
 from lm_predictor.models import build_model, load_preset, tiny_config
 from lm_predictor.reconcile import measured_of
 from lm_predictor.testing import assert_predicts, assert_reconciles, trace_config
 from formula_db.bind import make_roots
-from tracing.attention import EXTRA_FLOP_FORMULAS
 
 PREFILL = [(1, 3), (3, 5), (5, 7)]
 DECODE = [(1, 1, "decode", 7), (3, 1, "decode", 9), (5, 1, "decode", 11)]
 PREDICT = [(7, 9), (2, 17), (4, 1, "decode", 13)]
 ALL = ("flops", "vector_flops", "bytes_read", "bytes_written", "activation_bytes")
-
-
-def _grouped_mm_flop(a_shape, b_shape, *args, out_shape=None, **kwargs) -> int:
-    """aten._grouped_mm: 2 x rows x K x N summed over groups (2-D x 3-D: rows split by offsets)."""
-    if len(a_shape) == 2 and len(b_shape) == 2:  # K split into groups
-        return 2 * a_shape[0] * a_shape[1] * b_shape[1]
-    return 2 * prod(out_shape) * a_shape[-1]
-
-
-@pytest.fixture(scope="module", autouse=True)
-def grouped_mm_flops():
-    op = torch.ops.aten._grouped_mm
-    added = op not in EXTRA_FLOP_FORMULAS
-    if added:
-        EXTRA_FLOP_FORMULAS[op] = shape_wrapper(_grouped_mm_flop)
-    yield
-    if added:
-        EXTRA_FLOP_FORMULAS.pop(op, None)
 
 
 @pytest.fixture(scope="module")
