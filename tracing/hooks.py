@@ -43,10 +43,16 @@ from formula_db.naming import dotted_name, key_for
 from .records import CallRecord
 
 
-def module_attributes(module: torch.nn.Module) -> dict[str, Any]:
+def module_attributes(module: torch.nn.Module, path: str = "") -> dict[str, Any]:
     """Plain attributes a formula may bind (`formula_db.bind.plain_attributes`: scalars, tuples
-    of ints, `training`, and `has_<name>` for registered parameters and buffers)."""
-    return plain_attributes(module)
+    of ints, `training`, and `has_<name>` for registered parameters and buffers), plus
+    `list_index`: the module's position in its parent container (`model.layers.3` -> 3), None
+    when its name is not a number. Decoder layers use it to know whether earlier layers have
+    already appended this step's tokens to a shared KV cache."""
+    attrs = plain_attributes(module)
+    last = path.rsplit(".", 1)[-1]
+    attrs.setdefault("list_index", int(last) if last.isdigit() else None)
+    return attrs
 
 
 def describe_output(output: Any) -> Any:
@@ -86,7 +92,7 @@ class CallRecorder:
             inputs=tuple(describe(a) for a in args),
             kwargs={k: describe(v) for k, v in kwargs.items()},
             outputs=None,
-            attributes=module_attributes(module),
+            attributes=module_attributes(module, self._paths[id(module)]),
         )
         if parent is not None:
             parent.children.append(record.call_id)

@@ -4,12 +4,10 @@ without a trace.
 Architectures (formula_db/zoo/<arch>.json): Mixtral, Qwen2-MoE, Gemma 2, GPT-NeoX, Falcon,
 DeepSeek-V3, each a tiny config traced on `meta`; every call must match its formula on all five
 metrics at three odd prefill shapes and three odd decode points, and trace-free prediction must
-equal a fresh trace at shapes not used for reconciliation. Exceptions (and why) are in
-formula_db/zoo/NOTES_moe_and_others.md:
-- decoder layers bind the cache length the cache reports, which is layer 0's: exact for layer 0;
-  for later layers the test re-evaluates the formula with the layer's true cache length
-  (reported - new tokens) and requires exactness;
-- MoE experts run `aten._grouped_mm`, which has no FLOP formula in torch's registry;
+equal a fresh trace at shapes not used for reconciliation (notes in
+formula_db/zoo/NOTES_moe_and_others.md). Decoder layers bind their own cache length and per-layer
+flags from `module.list_index` (the cache reports layer 0's length, which already includes this
+step's tokens for later layers). MoE experts run `aten._grouped_mm`, which has no FLOP formula in torch's registry;
   `tracing.attention.EXTRA_FLOP_FORMULAS` registers one (2 x rows x K x N, as for mm).
 `test_mixtral_routing_vs_uniform` runs the data-dependent 'eager' experts loop on CPU with random
 weights and reports how far real routing lands from uniform.
@@ -23,9 +21,7 @@ import torch
 
 from formula_db.registry import Registry
 from lm_predictor.models import build_model, load_preset, tiny_config
-from lm_predictor.reconcile import measured_of
 from lm_predictor.testing import assert_predicts, assert_reconciles, trace_config
-from formula_db.bind import make_roots
 
 PREFILL = [(1, 3), (3, 5), (5, 7)]
 DECODE = [(1, 1, "decode", 7), (3, 1, "decode", 9), (5, 1, "decode", 11)]
@@ -40,34 +36,11 @@ def registry() -> Registry:
     return reg
 
 
-def check_layers_true_kv(results, registry: Registry, layer_key: str, per_layer=None) -> int:
-    """Every decoder-layer call matches its formula once kv_len is the layer's own cache length
-    (and `per_layer(index)` gives any other parameter a layer cannot bind itself)."""
-    checked = 0
-    for r in results:
-        for call in r.trace.calls:
-            if call.formula_key != layer_key:
-                continue
-            index = int(re.search(r"\.(\d+)$", call.module_path).group(1))
-            roots = make_roots(call.attributes, call.inputs, call.kwargs, call.outputs,
-                               r.trace.config)
-            params = registry.bind(layer_key, roots)
-            if index > 0:
-                params["kv_len"] -= params["seq_len"]
-            params.update(per_layer(index) if per_layer else {})
-            predicted = registry.evaluate_all(layer_key, params)
-            measured = measured_of(call)
-            assert {m: predicted[m] for m in ALL} == measured, (call.module_path, r.batch,
-                                                                r.seq_len, r.phase)
-            checked += 1
-    return checked
-
-
 def run_arch(config, registry: Registry, layer_key: str, per_layer=None) -> None:
-    results = assert_reconciles(config, PREFILL + DECODE, registry=registry,
-                                exempt={layer_key: ALL})
-    assert check_layers_true_kv(results, registry, layer_key, per_layer) == len(results) * \
-        config.num_hidden_layers
+    """Exact reconciliation of every call at PREFILL and DECODE (decoder layers bind their own
+    cache length and per-layer flags with `module.list_index`), then trace-free prediction.
+    `layer_key`/`per_layer` are kept for callers; nothing is exempted."""
+    assert_reconciles(config, PREFILL + DECODE, registry=registry)
     assert_predicts(config, PREDICT, registry=registry)
 
 
