@@ -6,8 +6,9 @@ AST with its parameters bound to the caller's argument expressions, so a whole m
 becomes one closed form in its free parameters (batch, seq_len, ...), which `closed_form`
 simplifies.
 
-Parameters given a value are substituted as exact numbers; the others become integer, positive
-sympy symbols. `//` becomes floor(a/b), `%` Mod, `ceil_div` ceiling(a/b), a conditional a
+Parameters given a value are substituted as exact numbers; the others become integer,
+non-negative sympy symbols (not positive: a cache length of 0 must keep `kv_len > 0 ? ...`
+branches alive). `//` becomes floor(a/b), `%` Mod, `ceil_div` ceiling(a/b), a conditional a
 Piecewise.
 
 Example:
@@ -40,7 +41,7 @@ _FUNCS: dict[str, Callable[..., sympy.Expr]] = {
 
 def symbol(name: str) -> sympy.Symbol:
     """The sympy symbol used for a free parameter."""
-    return sympy.Symbol(name, integer=True, positive=True)
+    return sympy.Symbol(name, integer=True, nonnegative=True)
 
 
 def constant(value: Any) -> Any:

@@ -12,8 +12,10 @@ A suite file is JSON:
 `model_id` is anything `--model-id` accepts; `tiny: true` shrinks it with `models.tiny_config`;
 `config_class` names a transformers config class built from `overrides` (then shrunk when
 `tiny`). Shapes are (batch, seq_len) or (batch, seq_len, phase, kv_len). The default suite
-`zoo` covers the architectures with builtin formulas in `formula_db/zoo/` that take token ids
-(ViT, which takes images, is checked by its own test only).
+`zoo` covers the architectures with builtin formulas in `formula_db/zoo/` that take token ids and
+reconcile without exception. ViT (images) and Mamba (whose x_proj/out_proj Linear calls take
+non-contiguous inputs that torch runs as bmm: a documented bytes_read exception) are checked by
+their own tests in tests/zoo/.
 """
 from __future__ import annotations
 
@@ -74,7 +76,6 @@ def zoo_suite() -> Suite:
     for klass in ("Qwen3Config", "Qwen2MoeConfig", "GPTNeoXConfig", "FalconConfig"):
         models.append(SuiteModel(config_class=klass, tiny=True, shapes=PREFILL + DECODE))
     models.append(SuiteModel(config_class="T5Config", tiny=True, shapes=PREFILL))  # no decode
-    models.append(SuiteModel(config_class="MambaConfig", tiny=True, shapes=PREFILL))
     return Suite(name="zoo", models=models)
 
 

@@ -124,7 +124,8 @@ def assert_predicts(config: Any, shapes: Iterable[Shape], *, registry: Registry 
                     metrics: Sequence[str] = ("flops", "vector_flops", "bytes_read",
                                               "bytes_written"),
                     rtol: float = 0.0) -> None:
-    """Trace-free prediction equals a fresh trace's totals at each shape."""
+    """Trace-free prediction (AST evaluation and the compiled closed form) equals a fresh
+    trace's totals at each shape."""
     from lm_predictor.predict import Predictor
 
     registry = registry or Registry.default(include_user=False)
@@ -134,6 +135,10 @@ def assert_predicts(config: Any, shapes: Iterable[Shape], *, registry: Registry 
         b, s, phase, kv = _shape(shape)
         seq = 1 if phase == "decode" else s
         predicted = predictor.point(b, seq, kv)
+        swept = predictor.sweep([(b, seq, kv)])[0]  # compiled closed forms must agree exactly
+        if swept != predicted:
+            problems.append(f"batch {b}, seq {s}, {phase}, kv {kv}: closed form {swept} differs "
+                            f"from AST evaluation {predicted}")
         measured = trace_config(config, b, s, phase, kv).totals.as_dict()
         for m in metrics:
             want, got = measured[m], predicted[m]

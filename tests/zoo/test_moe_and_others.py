@@ -14,7 +14,6 @@ weights and reports how far real routing lands from uniform.
 """
 from __future__ import annotations
 
-import re
 
 import pytest
 import torch
