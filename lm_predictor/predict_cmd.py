@@ -45,6 +45,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--kv-len", "--kv_len", dest="kv_len", type=int_list, default=[0])
     p.add_argument("--dtype", choices=("float32", "bfloat16", "float16"), default="float32")
     p.add_argument("--formulas", metavar="PATH", help="user formula database")
+    p.add_argument("--hardware", metavar="NAME",
+                   help="add roofline time per point and per token on a catalog device (totals "
+                        "as one leaf: use analyze --hardware for per-call estimates)")
     p.add_argument("--db", help="DuckDB file for the predicted-only run")
     p.add_argument("--no-store", action="store_true", help="do not store the sweep")
     out = p.add_mutually_exclusive_group()
@@ -91,6 +94,18 @@ def run_predict(args: argparse.Namespace) -> int:
     values = predictor.sweep(points)
     rows = [{"phase": args.phase, "batch_size": b, "seq_len": s, "kv_len": k,
              **{m: v[m] for m in METRICS}} for (b, s, k), v in zip(points, values)]
+    if args.hardware:
+        from hardware.catalog import load_catalog
+        from hardware.roofline import estimate_totals
+
+        device = load_catalog().get(args.hardware)
+        dtype = getattr(torch, args.dtype)
+        for row in rows:
+            est = estimate_totals(row["flops"], row["vector_flops"], row["bytes_read"],
+                                  row["bytes_written"], device, dtype)
+            tokens = row["batch_size"] * row["seq_len"]
+            row.update(hardware=device.name, time_s=est.estimate_s, bound=est.bound,
+                       ms_per_token=1e3 * est.estimate_s / tokens)
     run_id = None
     if not args.no_store:
         from lm_predictor.store import Store, db_path
@@ -113,11 +128,14 @@ def run_predict(args: argparse.Namespace) -> int:
 
         table = Table(title=f"{args.model_id} · {args.phase} · predicted from formulas"
                       + (f" · run {run_id}" if run_id else ""))
-        for col in ("batch", "seq", "kv", *METRICS):
+        timed = ("time", "ms/token", "bound") if args.hardware else ()
+        for col in ("batch", "seq", "kv", *METRICS, *timed):
             table.add_column(col, justify="right")
         for r in rows:
+            extra = ((f"{r['time_s'] * 1e3:.3g} ms", f"{r['ms_per_token']:.3g}", r["bound"])
+                     if args.hardware else ())
             table.add_row(str(r["batch_size"]), str(r["seq_len"]), str(r["kv_len"]),
-                          *[human(r[m]) for m in METRICS])
+                          *[human(r[m]) for m in METRICS], *extra)
         Console().print(table)
         if resolved.note:
             Console(stderr=True).print(resolved.note)

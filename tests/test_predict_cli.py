@@ -64,3 +64,19 @@ def test_predict_bad_inputs(capsys: pytest.CaptureFixture[str]) -> None:
     capsys.readouterr()
     assert main(["predict", "--model-id", "bert-base-uncased", "--no-store"]) == 0  # has formulas
     capsys.readouterr()
+
+
+def test_predict_with_hardware_is_memory_bound_in_decode(capsys: pytest.CaptureFixture[str]) -> None:
+    from hardware.catalog import load_catalog
+
+    assert main(["predict", "--model-id", MODEL, "--phase", "decode", "--kv-len", "4096",
+                 "--batch-size", "1", "--dtype", "bfloat16", "--hardware", "H100-SXM",
+                 "--no-store", "--json"]) == 0
+    point = json.loads(capsys.readouterr().out)["points"][0]
+    assert point["bound"] == "memory"
+    device = load_catalog().get("H100-SXM")
+    # batch-1 decode: moving the weights and the cache dominates (hand roofline at 3.35 TB/s)
+    assert device.memory_bandwidth_gbs == 3350
+    memory_s = (point["bytes_read"] + point["bytes_written"]) / 3350e9
+    assert point["time_s"] == pytest.approx(memory_s, rel=0.05)
+    assert point["ms_per_token"] == pytest.approx(point["time_s"] * 1e3)
