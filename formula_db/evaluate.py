@@ -29,7 +29,7 @@ from typing import Any, Callable, Mapping
 from formula_db.ast import (Attr, BinOp, Bool, Call, Cond, Func, Index, Name, Node, Num, Param,
                             Str, Unary)
 from formula_db.errors import CycleError, FormulaError
-from formula_db.functions import BIND_FUNCS, TEMPLATE_FUNCS, allowed
+from formula_db.functions import TEMPLATE_FUNCS, allowed
 from formula_db.meta import TensorMeta, ValueSummary
 
 MAX_EXPONENT = 256

@@ -53,7 +53,7 @@ def run(args: argparse.Namespace) -> int:
     from lm_predictor.api import formulas_used
     from lm_predictor.models import build_model
     from lm_predictor.reconcile import reconcile
-    from lm_predictor.regression import accuracy_by_key, compare_runs, previous_run
+    from lm_predictor.regression import compare_runs, previous_run
     from lm_predictor.results import METRICS, RunMeta
     from lm_predictor.store import Store, db_path
     from lm_predictor.suites import load_suite

@@ -20,7 +20,6 @@ import sys
 from rich.console import Console
 from rich.table import Table
 
-from lm_predictor.analyze_cmd import positive_int
 
 
 def int_list(text: str) -> list[int]:

@@ -25,7 +25,7 @@ import torch
 from formula_db.registry import Registry
 from lm_predictor.reconcile import reconcile
 from lm_predictor.results import METRICS, Reconciliation
-from tracing import Trace, trace
+from tracing import Trace
 
 Shape = tuple[int, int] | tuple[int, int, str, int]  # (batch, seq) or (batch, seq, phase, kv)
 
