@@ -9,7 +9,8 @@ Semantics:
   `tracing.attention.EXTRA_FLOP_FORMULAS`. vector_flops: `tracing.optable`.
 - bytes, unfused and logical (numel x itemsize of each tensor as the op sees it, so an expanded
   view counts its expanded size): bytes_read = every Tensor argument, lists of tensors included,
-  except `out=` arguments and the `self` of write-only in-place ops (copy_, fill_, ...);
+  except `out=` arguments and the `self` of write-only in-place ops (copy_, fill_, ...); a
+  table look-up (`aten.embedding`) reads its indices and the rows it gathers, not the table;
   bytes_written = every output tensor.
 - views move nothing: an op whose returns all alias an input without writing it
   (`func._schema.returns[i].alias_info` set and not `is_write`: view, t, transpose, permute,
@@ -97,6 +98,16 @@ def _describe_tree(value: Any) -> Any:
                     value)
 
 
+# Table look-ups read the rows they gather, not the whole table: bytes_read = the indices plus
+# the output's size (one row per index), the exception to "every tensor argument is read".
+GATHER_OPS = frozenset({"aten.embedding"})
+
+
+def _gather_read(args: tuple, out: Any) -> int:
+    indices = args[1] if len(args) > 1 and isinstance(args[1], torch.Tensor) else None
+    return (_nbytes([indices]) if indices is not None else 0) + _nbytes(tensors_in(out))
+
+
 def measure_op(func: Any, args: tuple, kwargs: dict, out: Any) -> OpCost:
     """Counters and coverage of one executed op (`func` an OpOverload)."""
     name = op_name(func)
@@ -110,7 +121,8 @@ def measure_op(func: Any, args: tuple, kwargs: dict, out: Any) -> OpCost:
                                                  _describe_tree(out)))
     moves_nothing = name in ALLOC_ONLY or name in METADATA_OPS or is_view(func)
     if not moves_nothing:
-        counters.bytes_read = _nbytes(read_tensors(func, args, kwargs))
+        counters.bytes_read = (_gather_read(args, out) if name in GATHER_OPS
+                               else _nbytes(read_tensors(func, args, kwargs)))
         counters.bytes_written = _nbytes(tensors_in(out))
     covered = formula is not None or rule is not None or moves_nothing
     return OpCost(name, counters, covered)
