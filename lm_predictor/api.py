@@ -83,7 +83,7 @@ def analyze(model_id: str, *, batch_size: int = 1, seq_len: int = 128,
     (`estimates`), stored with the run."""
     say = progress or (lambda _msg: None)
     if dtype not in DTYPES:
-        raise ValueError(f"unknown dtype {dtype!r}; choose one of {', '.join(DTYPES)}")
+        raise ModelError(f"unknown dtype {dtype!r}; choose one of {', '.join(DTYPES)}")
     target = None
     if hardware:
         from hardware.catalog import load_catalog
