@@ -14,9 +14,7 @@ Run:  uv run python benchmarks/predict_vs_trace.py [--model-id ...] [--repeats 5
 from __future__ import annotations
 
 import argparse
-import statistics
 import time
-from typing import Callable
 
 import torch
 from torch.utils.flop_counter import FlopCounterMode
@@ -25,15 +23,7 @@ from formula_db.registry import Registry
 from lm_predictor.inputs import build_inputs
 from lm_predictor.models import build_model, resolve_config
 from lm_predictor.predict import Predictor
-
-
-def median_time(fn: Callable[[], object], repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+from timing import median_time  # benchmarks/timing.py (script directory)
 
 
 def main() -> None:

@@ -14,11 +14,8 @@ from __future__ import annotations
 
 import argparse
 import resource
-import statistics
 import tempfile
-import time
 from pathlib import Path
-from typing import Callable
 
 import torch
 from torch.utils.flop_counter import FlopCounterMode
@@ -30,16 +27,7 @@ from lm_predictor.models import build_model, resolve_config
 from lm_predictor.reconcile import reconcile
 from lm_predictor.results import RunMeta
 from lm_predictor.store import Store
-
-
-def median_time(fn: Callable[[], object], repeats: int) -> float:
-    fn()  # warm-up
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+from timing import median_time  # benchmarks/timing.py (script directory)
 
 
 def main() -> None:
@@ -76,10 +64,10 @@ def main() -> None:
                        args.seq_len, 0, "bfloat16", "meta")
         Store(tmp / "bench.duckdb").write_run(meta, t, recon, formulas_used(t, registry))
 
-    a = median_time(bare, args.repeats)
-    b = median_time(flop_counter, args.repeats)
-    c = median_time(ours, args.repeats)
-    d = median_time(ours_stored, args.repeats)
+    a = median_time(bare, args.repeats, warmup=True)
+    b = median_time(flop_counter, args.repeats, warmup=True)
+    c = median_time(ours, args.repeats, warmup=True)
+    d = median_time(ours_stored, args.repeats, warmup=True)
     rss_gb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB -> GiB (Linux)
     print(f"model {args.model_id} on meta, batch {args.batch_size}, seq {args.seq_len}, "
           f"median of {args.repeats} (torch {torch.__version__})")

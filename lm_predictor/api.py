@@ -102,12 +102,12 @@ def analyze(model_id: str, *, batch_size: int = 1, seq_len: int = 128,
     # counted ops (mask construction, masked softmax) differ between meta and real devices
     inputs = build_inputs(model, resolved.config, batch_size=batch_size, seq_len=seq_len,
                           phase=phase, kv_len=kv_len, device=device, attention_mask=False)
+    limit = getattr(resolved.config.get_text_config(), "max_position_embeddings", None)
     say("tracing one forward pass")
     try:
         t = run_trace(model, inputs)
     except (RuntimeError, IndexError, ValueError, TypeError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        limit = getattr(resolved.config.get_text_config(), "max_position_embeddings", None)
         hint = (f"; the model accepts at most {limit} positions"
                 if limit and seq_len + kv_len > limit else "")
         raise ModelError(f"the forward pass of {model_id} failed at batch {batch_size}, seq "
@@ -136,7 +136,6 @@ def analyze(model_id: str, *, batch_size: int = 1, seq_len: int = 128,
                    transformers_version=transformers.__version__)
     snapshot = formulas_used(t, registry)
     note = "; ".join([resolved.note] + agent_notes if resolved.note else agent_notes)
-    limit = getattr(resolved.config.get_text_config(), "max_position_embeddings", None)
     if isinstance(limit, int) and meta.seq_len + kv_len > limit:
         note = (note + "; " if note else "") + (
             f"warning: {meta.seq_len + kv_len} positions exceed the model's "

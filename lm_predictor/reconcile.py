@@ -25,6 +25,7 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any
 
+from formula_db.accuracy import relative_error  # noqa: F401  (re-exported)
 from formula_db.bind import make_roots
 from formula_db.errors import FormulaError
 from formula_db.registry import Registry
@@ -39,15 +40,6 @@ def measured_of(call: CallRecord) -> dict[str, int]:
     values = call.inclusive.as_dict()
     values["activation_bytes"] = call.activation_bytes
     return values
-
-
-def relative_error(predicted: Any, measured: int) -> float | None:
-    """|p - m| / m; 0 when both are 0; None when m == 0 != p or p is missing."""
-    if predicted is None:
-        return None
-    if measured == 0:
-        return 0.0 if predicted == 0 else None
-    return float(abs(predicted - measured)) / abs(measured)
 
 
 def status_of(rel: dict[str, float | None], predicted: dict[str, Any],

@@ -37,21 +37,13 @@ from formula_db.bind import make_roots
 from formula_db.errors import FormulaError
 from formula_db.naming import key_for
 from formula_db.registry import Layer, Registry
+from formula_db.accuracy import relative_error
 from formula_db.schema import METRICS, FormulaDatabase, FormulaEntry
 
 from .calls import RecordedCall
 
 MAX_ENTRY_CHARS = 64_000
 Stage = Literal["json", "schema", "target", "registry", "evaluate"]
-
-
-def relative_error(predicted: Any, measured: int) -> float | None:
-    """|p - m| / m; 0 when both are 0; None (infinite) when m == 0 != p or p is missing."""
-    if predicted is None:
-        return None
-    if measured == 0:
-        return 0.0 if predicted == 0 else None
-    return float(abs(predicted - measured)) / abs(measured)
 
 
 def jsonable(value: Any) -> Any:
