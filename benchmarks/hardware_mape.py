@@ -35,7 +35,7 @@ from hardware.calibrate import CLOCKS, calibrate, to_device
 from hardware.catalog import Efficiency
 from hardware.fit import Factors, Sample, at_bounds, estimate_sample, fit_factors, mape
 from hardware.roofline import Peaks, calls_from_records, work_of
-from lm_predictor.inputs import build_inputs
+from lm_predictor.models.inputs import build_inputs
 from lm_predictor.models import build_model, load_preset, tiny_config
 from tracing import trace
 

@@ -20,9 +20,9 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from formula_db.registry import Registry
-from lm_predictor.inputs import build_inputs
+from lm_predictor.models.inputs import build_inputs
 from lm_predictor.models import build_model, resolve_config
-from lm_predictor.predict import Predictor
+from lm_predictor.predict.predictor import Predictor
 from timing import median_time  # benchmarks/timing.py (script directory)
 
 

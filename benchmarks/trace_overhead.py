@@ -22,7 +22,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from formula_db.registry import Registry
 from lm_predictor.api import formulas_used, run_trace
-from lm_predictor.inputs import build_inputs
+from lm_predictor.models.inputs import build_inputs
 from lm_predictor.models import build_model, resolve_config
 from lm_predictor.reconcile import reconcile
 from lm_predictor.results import RunMeta

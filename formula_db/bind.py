@@ -17,9 +17,10 @@ Example:
 """
 from __future__ import annotations
 
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
 
-import torch
+if TYPE_CHECKING:
+    import torch
 
 from formula_db.errors import FormulaError
 from formula_db.evaluate import Env, evaluate

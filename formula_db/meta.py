@@ -16,9 +16,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from math import prod
-from typing import Any, Union
+from typing import TYPE_CHECKING, Any, Union
 
-import torch
+if TYPE_CHECKING:
+    import torch
 
 Scalar = Union[int, float, bool, str, None]
 
@@ -71,6 +72,8 @@ Described = Union[TensorMeta, ValueSummary, tuple["Described", ...]]
 def describe(value: Any, _depth: int = 0) -> Described:
     """Turn one argument into metadata: tensors to TensorMeta, tuples/lists element-wise
     (two levels deep), plain scalars kept, everything else summarised by its type name."""
+    import torch  # only called on live values, so torch is already loaded
+
     if isinstance(value, torch.Tensor):
         return TensorMeta.from_tensor(value)
     if isinstance(value, (tuple, list)) and _depth < 2:

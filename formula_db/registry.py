@@ -19,35 +19,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
-import platformdirs
-
 from formula_db.ast import Call, walk
 from formula_db.bind import bind_parameters
 from formula_db.errors import CycleError, FormulaError, UnknownKeyError
 from formula_db.evaluate import Callee, Env, evaluate, exact
 from formula_db.naming import dotted_name, is_key, key_for, public_name
+from formula_db.paths import BUILTIN_PATH, ZOO_DIR, builtin_paths, user_db_path  # noqa: F401
 from formula_db.schema import METRICS, FormulaDatabase, FormulaEntry, ParamValue
 from formula_db.store import load_database
-from formula_db import symbolic
-
-BUILTIN_PATH = Path(__file__).with_name("module_db.json")
-ZOO_DIR = Path(__file__).with_name("zoo")  # builtin entries for transformers architectures
-
-
-def builtin_paths() -> list[Path]:
-    """The builtin database files: module_db.json (torch.nn) then zoo/*.json (architectures)."""
-    return [BUILTIN_PATH] + sorted(ZOO_DIR.glob("*.json"))
-
-
-def user_db_path(explicit: str | os.PathLike[str] | None = None) -> Path:
-    """The user database: `explicit`, else $LM_PREDICTOR_FORMULAS, else the user data dir."""
-    if explicit:
-        return Path(explicit).expanduser()
-    env = os.environ.get("LM_PREDICTOR_FORMULAS")
-    if env:
-        return Path(env).expanduser()
-    return Path(platformdirs.user_data_dir("lm-predictor")) / "formulas.json"
-
 
 @dataclass(frozen=True)
 class Layer:
@@ -203,6 +182,8 @@ class Registry:
             if name not in fixed and name not in free:
                 fixed[name] = value
         try:
+            from formula_db import symbolic  # sympy: only for closed forms
+
             expr = symbolic.to_sympy(entry.ast(field), fixed, free, self.callee,
                                      field.rsplit(".", 1)[-1], self._text(entry, field),
                                      f"{entry.key}.{field}", (entry.key,))

@@ -26,10 +26,9 @@ from formula_db.ast import Node, called_keys, param_names, walk, Param
 from formula_db.errors import FormulaError
 from formula_db.naming import key_for
 from formula_db.parser import parse
+from formula_db.units import METRICS  # noqa: F401  (the one metric vocabulary)
 
 SCHEMA_VERSION = 2
-METRICS: tuple[str, ...] = ("flops", "vector_flops", "bytes_read", "bytes_written",
-                            "activation_bytes")
 ParamValue = int | float | bool | str
 
 

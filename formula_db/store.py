@@ -14,18 +14,14 @@ Example:
 from __future__ import annotations
 
 import json
-import os
-import tempfile
+from contextlib import AbstractContextManager
 from pathlib import Path
 
-from filelock import FileLock, Timeout
 from pydantic import ValidationError
 
 from formula_db.errors import DatabaseError
+from formula_db.files import LOCK_TIMEOUT_S, LockTimeout, locked, write_atomic
 from formula_db.schema import FormulaDatabase, FormulaEntry
-
-LOCK_TIMEOUT_S = 30.0
-
 
 def _first_error(exc: ValidationError) -> str:
     err = exc.errors()[0]
@@ -71,25 +67,9 @@ def dump_database(db: FormulaDatabase) -> str:
     return json.dumps(data, indent=2, ensure_ascii=False) + "\n"
 
 
-def write_atomic(path: Path, text: str) -> None:
-    """Write `text` to `path` via a temporary file in the same directory and os.replace."""
+def _lock(path: Path, timeout: float) -> AbstractContextManager[None]:
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
-def _lock(path: Path, timeout: float) -> FileLock:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return FileLock(str(path) + ".lock", timeout=timeout)
+    return locked(path, timeout)
 
 
 def save_entries(path: Path, entries: list[FormulaEntry], timeout: float = LOCK_TIMEOUT_S) -> None:
@@ -104,10 +84,8 @@ def save_entries(path: Path, entries: list[FormulaEntry], timeout: float = LOCK_
                 {"schema_version": db.schema_version,
                  "entries": {k: v.model_dump(mode="json") for k, v in merged.items()}})
             write_atomic(path, dump_database(new))
-    except Timeout:
-        raise DatabaseError(f"formula database {path} is locked by another process for more than "
-                            f"{timeout:g}s; retry, or remove {path}.lock if no writer is "
-                            f"running") from None
+    except LockTimeout as exc:
+        raise DatabaseError(f"formula database {exc}") from None
 
 
 def save_entry(path: Path, entry: FormulaEntry, timeout: float = LOCK_TIMEOUT_S) -> None:
@@ -125,7 +103,5 @@ def remove_entry(path: Path, key: str, timeout: float = LOCK_TIMEOUT_S) -> bool:
             entries = {k: v for k, v in db.entries.items() if k != key}
             write_atomic(path, dump_database(FormulaDatabase(entries=entries)))
             return True
-    except Timeout:
-        raise DatabaseError(f"formula database {path} is locked by another process for more than "
-                            f"{timeout:g}s; retry, or remove {path}.lock if no writer is "
-                            f"running") from None
+    except LockTimeout as exc:
+        raise DatabaseError(f"formula database {exc}") from None

@@ -34,46 +34,31 @@ import difflib
 import json
 import os
 import re
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 import platformdirs
-from filelock import FileLock, Timeout
 from pydantic import (BaseModel, ConfigDict, Field, NonNegativeFloat, PositiveFloat,
                       ValidationError, field_validator)
 
+from formula_db.files import LOCK_TIMEOUT_S, LockTimeout, locked, write_atomic
+from formula_db.units import UnknownDTypeError, dtype_info
 from hardware.errors import HardwareError
 
 BUILTIN_PATH = Path(__file__).with_name("devices.json")
 DEVICES_ENV = "LM_PREDICTOR_DEVICES"
 SCHEMA_VERSION = 1
-LOCK_TIMEOUT_S = 30.0
 TERA = 1e12
 GIGA = 1e9
 
 DType = Literal["fp64", "fp32", "tf32", "bf16", "fp16", "fp8", "int8", "int4"]
-DTYPE_SPELLINGS: dict[str, str] = {
-    "fp64": "fp64", "float64": "fp64", "double": "fp64", "f64": "fp64",
-    "fp32": "fp32", "float32": "fp32", "float": "fp32", "f32": "fp32",
-    "tf32": "tf32",
-    "bf16": "bf16", "bfloat16": "bf16",
-    "fp16": "fp16", "float16": "fp16", "half": "fp16", "f16": "fp16",
-    "fp8": "fp8", "float8": "fp8", "float8_e4m3fn": "fp8", "float8_e5m2": "fp8",
-    "int8": "int8", "qint8": "int8", "int4": "int4",
-}
-
-
 def normalize_dtype(dtype: object) -> str:
-    """Catalog spelling of a dtype: 'float32', 'torch.float32', 'fp32' -> 'fp32'."""
-    text = str(dtype).lower().removeprefix("torch.")
+    """Catalog (short) spelling of a dtype: 'float32', 'torch.float32', 'fp32' -> 'fp32'."""
     try:
-        return DTYPE_SPELLINGS[text]
-    except KeyError:
-        raise HardwareError(f"unknown dtype {dtype!r}; use one of "
-                            f"{', '.join(sorted(set(DTYPE_SPELLINGS.values())))} "
-                            f"(or torch names like float32, bfloat16)") from None
+        return dtype_info(dtype).short
+    except UnknownDTypeError as exc:
+        raise HardwareError(str(exc)) from None
 
 
 def name_key(text: str) -> str:
@@ -293,27 +278,13 @@ def save_user_device(device: Device, path: str | os.PathLike[str] | None = None,
     target = user_devices_path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
     try:
-        with FileLock(str(target) + ".lock", timeout=timeout_s):
+        with locked(target, timeout_s):
             current = load_devices(target)
             entries = {name: device_json(d) for name, d in current.devices.items()}
             entries[device.name] = device_json(device)
             text = json.dumps({"schema_version": SCHEMA_VERSION, "devices": entries}, indent=2)
             parse_devices(text, str(target))  # never write what we could not read back
-            _write_atomic(target, text + "\n")
-    except Timeout:
-        raise HardwareError(f"{target} is locked by another writer for more than "
-                            f"{timeout_s:g} s; retry") from None
+            write_atomic(target, text + "\n")
+    except LockTimeout as exc:
+        raise HardwareError(str(exc)) from None
     return target
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 
-from lm_predictor.models import ModelError
+from lm_predictor.errors import ModelError
 from tracing import Trace, fvcore_flops_by_module
 
 

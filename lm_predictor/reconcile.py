@@ -32,7 +32,7 @@ from formula_db.registry import Registry
 from lm_predictor.results import METRICS, CallResult, Reconciliation, Status
 from tracing.records import CallRecord, Trace
 
-COUNTER_METRICS = ("flops", "vector_flops", "bytes_read", "bytes_written")
+from formula_db.units import COUNTER_METRICS  # noqa: E402
 
 
 def measured_of(call: CallRecord) -> dict[str, int]:

@@ -12,13 +12,16 @@ from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import asdict
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 from rich.table import Table
 
-from lm_predictor.results import METRICS, CallResult, Reconciliation, RunMeta
-from tracing.records import Trace
+from formula_db.units import METRICS
+from lm_predictor.results import CallResult, Reconciliation, RunMeta
+
+if TYPE_CHECKING:
+    from tracing.records import Trace
 
 
 SHORT_STATUS = {"exact": "exact", "within_tolerance": "≈tol", "mismatch": "MISMATCH",

@@ -14,8 +14,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-METRICS: tuple[str, ...] = ("flops", "vector_flops", "bytes_read", "bytes_written",
-                            "activation_bytes")
+from formula_db.units import METRICS  # noqa: F401  (re-exported: the one metric vocabulary)
+
 Status = Literal["exact", "within_tolerance", "mismatch", "no_formula"]
 
 

@@ -26,7 +26,9 @@ from typing import Any, Literal
 import transformers
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from lm_predictor.models import ModelError, resolve_config, tiny_config
+from lm_predictor.errors import ModelError
+from lm_predictor.models.build import tiny_config
+from lm_predictor.models.resolve import resolve_config
 
 ShapeSpec = tuple[int, int] | tuple[int, int, Literal["prefill", "decode"], int]
 

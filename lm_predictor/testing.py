@@ -23,8 +23,10 @@ from typing import Any, Iterable, Sequence
 import torch
 
 from formula_db.registry import Registry
+from formula_db.units import METRICS
 from lm_predictor.reconcile import reconcile
-from lm_predictor.results import METRICS, Reconciliation
+from lm_predictor.results import Reconciliation
+from lm_predictor.run import RunSpec, trace_run
 from tracing import Trace
 
 Shape = tuple[int, int] | tuple[int, int, str, int]  # (batch, seq) or (batch, seq, phase, kv)
@@ -50,17 +52,14 @@ def _shape(shape: Shape) -> tuple[int, int, str, int]:
 
 
 def trace_config(config: Any, batch: int, seq_len: int, phase: str = "prefill", kv_len: int = 0,
-                 device: str = "meta", dtype: torch.dtype = torch.float32,
+                 device: str = "meta", dtype: torch.dtype | str = torch.float32,
                  model: torch.nn.Module | None = None) -> Trace:
-    """Trace one forward pass of a model built from `config` (no attention mask, as `analyze`)."""
-    from lm_predictor.api import run_trace
-    from lm_predictor.inputs import build_inputs
-    from lm_predictor.models import build_model
-
-    model = model or build_model(config, device=device, dtype=dtype)
-    inputs = build_inputs(model, config, batch_size=batch, seq_len=seq_len, phase=phase,
-                          kv_len=kv_len, device=device, attention_mask=False)
-    return run_trace(model, inputs)
+    """Trace one forward pass of a model built from `config` through the pipeline
+    (`lm_predictor.run.trace_run`, as `analyze`), without reconciling."""
+    spec = RunSpec(getattr(config, "model_type", "model"), batch_size=batch, seq_len=seq_len,
+                   phase=phase, kv_len=kv_len,  # type: ignore[arg-type]
+                   dtype=str(dtype).removeprefix("torch."), device=device)
+    return trace_run(spec, None, config=config, model=model).trace
 
 
 def mismatches(t: Trace, recon: Reconciliation, metrics: Sequence[str] = METRICS,
@@ -87,21 +86,23 @@ def assert_reconciles(config: Any, shapes: Iterable[Shape], *, rtol: float = 0.0
                       metrics: Sequence[str] = METRICS, registry: Registry | None = None,
                       require_formulas: bool = True, device: str = "meta",
                       exempt: dict[str, Sequence[str]] | None = None,
-                      max_lines: int = 30) -> list[ShapeResult]:
+                      max_lines: int = 30, dtype: str = "float32") -> list[ShapeResult]:
     """Trace `config` at each shape and assert every call reconciles within `rtol`.
 
     `exempt` maps a formula key to metrics not checked for it (documented exceptions).
-    With `require_formulas`, every called class must have a formula.
+    With `require_formulas`, every called class must have a formula. `dtype` is the model's
+    dtype (float32, bfloat16, float16).
     """
-    from lm_predictor.models import build_model
+    from lm_predictor.models.build import build_model
+    from lm_predictor.run import torch_dtype
 
     registry = registry or Registry.default(include_user=False)
-    model = build_model(config, device=device)
+    model = build_model(config, device=device, dtype=torch_dtype(dtype))
     results: list[ShapeResult] = []
     problems: list[str] = []
     for shape in shapes:
         b, s, phase, kv = _shape(shape)
-        t = trace_config(config, b, s, phase, kv, device=device, model=model)
+        t = trace_config(config, b, s, phase, kv, device=device, dtype=dtype, model=model)
         recon = reconcile(t, registry, rtol)
         results.append(ShapeResult(b, s, phase, kv, t, recon))
         where = f"batch {b}, seq {s}, {phase}" + (f", kv {kv}" if kv else "")
@@ -126,7 +127,7 @@ def assert_predicts(config: Any, shapes: Iterable[Shape], *, registry: Registry 
                     rtol: float = 0.0) -> None:
     """Trace-free prediction (AST evaluation and the compiled closed form) equals a fresh
     trace's totals at each shape."""
-    from lm_predictor.predict import Predictor
+    from lm_predictor.predict.predictor import Predictor
 
     registry = registry or Registry.default(include_user=False)
     predictor = Predictor.for_config(config, registry=registry)
@@ -152,7 +153,7 @@ def assert_predicts(config: Any, shapes: Iterable[Shape], *, registry: Registry 
 def assert_no_regression(db: str | Path, run_id: str, baseline_run_id: str,
                          metrics: Sequence[str] = METRICS, slack: float = 0.0) -> None:
     """No formula's max relative error in `run_id` exceeds the baseline run's (+ slack)."""
-    from lm_predictor.regression import compare_runs
+    from lm_predictor.store.regression import compare_runs
 
     worse = compare_runs(db, run_id, baseline_run_id, metrics, slack)
     if worse:

@@ -10,7 +10,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from lm_predictor.cli import main
-from lm_predictor.inputs import build_inputs
+from lm_predictor.models.inputs import build_inputs
 from lm_predictor.models import build_model, load_preset, tiny_config
 from lm_predictor.store import Store
 
@@ -139,9 +139,9 @@ def test_bad_inputs_get_one_line_errors(tmp_path: Path, tiny_gpt2: Path,
 def test_forward_failure_stores_nothing(tiny_gpt2: Path, tmp_path: Path,
                                         capsys: pytest.CaptureFixture[str],
                                         monkeypatch: pytest.MonkeyPatch) -> None:
-    import lm_predictor.api as api
+    import lm_predictor.run as run_module
 
-    real_build = api.build_model
+    real_build = run_module.build_model
 
     def failing_build(*args, **kwargs):
         model = real_build(*args, **kwargs)
@@ -155,7 +155,7 @@ def test_forward_failure_stores_nothing(tiny_gpt2: Path, tmp_path: Path,
     db = tmp_path / "f.duckdb"
     assert main(["analyze", "--model-id", str(tiny_gpt2), "--seq-len", "3", "--db", str(db)]) == 0
     capsys.readouterr()
-    monkeypatch.setattr(api, "build_model", failing_build)
+    monkeypatch.setattr(run_module, "build_model", failing_build)
     code = main(["analyze", "--model-id", str(tiny_gpt2), "--seq-len", "3", "--db", str(db)])
     err = capsys.readouterr().err.strip()
     assert code == 1 and "\n" not in err and "boom inside forward" in err

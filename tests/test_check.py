@@ -10,7 +10,7 @@ import pytest
 from formula_db.registry import Registry
 from formula_db.schema import FormulaEntry
 from formula_db.store import save_entry
-from lm_predictor.check_cmd import EXIT_CHECK_FAILED
+from lm_predictor.errors import EXIT_CHECK_FAILED
 from lm_predictor.cli import main
 from lm_predictor.testing import assert_no_regression
 

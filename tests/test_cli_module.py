@@ -107,22 +107,22 @@ def test_miss_exits_3(capsys, user_db):
     assert str(user_db) in err
 
 
-def test_bad_eval_token_exits_1(capsys, user_db):
+def test_bad_eval_token_exits_5(capsys, user_db):
     code, out, err = run(capsys, "module", "clitest.Pair_Layer", "--eval", "a2",
                          "--formulas", str(user_db))
-    assert code == 1 and out == ""
+    assert code == 5 and out == ""
     assert err == "lm-predictor: error: --eval expects NAME=VALUE, got 'a2'\n"
     code, _, err = run(capsys, "module", "clitest.Pair_Layer", "--eval", "a=1", "zz=2",
                        "--formulas", str(user_db))
     assert code == 1 and err.count("\n") == 1 and "unknown parameter(s) zz" in err
 
 
-def test_corrupt_user_db_exits_1(capsys, tmp_path, monkeypatch):
+def test_corrupt_user_db_exits_7(capsys, tmp_path, monkeypatch):
     monkeypatch.delenv("LM_PREDICTOR_FORMULAS", raising=False)
     path = tmp_path / "broken.json"
     path.write_text("{not json")
     code, out, err = run(capsys, "module", "clitest.Pair_Layer", "--formulas", str(path))
-    assert code == 1 and out == ""
+    assert code == 7 and out == ""
     assert err.startswith("lm-predictor: error: formula database ") and err.count("\n") == 1
     assert str(path) in err and "corrupt" in err and "was not modified" in err
     assert path.read_text() == "{not json"

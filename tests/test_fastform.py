@@ -6,7 +6,7 @@ import itertools
 import sympy
 
 from formula_db.symbolic import symbol
-from lm_predictor.fastform import compile_expr
+from lm_predictor.predict.closed_form import compile_expr
 
 b, s, k = symbol("batch"), symbol("seq_len"), symbol("kv_len")
 

@@ -12,8 +12,8 @@ import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from lm_predictor import models
-from lm_predictor.inputs import build_inputs, cache_layout
+from lm_predictor.models import resolve as models
+from lm_predictor.models import build_inputs, cache_layout
 from lm_predictor.models import (MemoryEstimate, ModelError, build_model, check_fits,
                                  config_hash, count_parameters, estimate_memory, load_preset,
                                  preset_names, resolve_config, tiny_config)

@@ -48,7 +48,7 @@ def test_formula_closed_form_evaluates_to_the_prediction(capsys: pytest.CaptureF
                  "--phase", "prefill", "--no-store", "--json"]) == 0
     want = json.loads(capsys.readouterr().out)["points"][0]["flops"]
     # rebuild the printed closed form's value through the API (sympy object, not parsed text)
-    from lm_predictor.predict import Predictor
+    from lm_predictor.predict.predictor import Predictor
 
     expr = Predictor.for_model(MODEL).closed_form("flops")
     assert str(expr) == text.removeprefix("flops = ")

@@ -22,8 +22,9 @@ from typing import Any
 import duckdb
 import pytest
 
-from lm_predictor import store as store_mod
-from lm_predictor import sql_cmd
+from lm_predictor.store import schema as schema_mod
+from lm_predictor.store import store as store_mod
+from lm_predictor.cli import sql as sql_cmd
 from lm_predictor.results import METRICS, CallResult, Reconciliation, RunMeta
 from lm_predictor.store import SCHEMA_VERSION, Store, StoreError, db_path
 from tracing.records import CallRecord, Counters, OpStat, Trace
@@ -138,7 +139,7 @@ def test_db_path_precedence(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> 
 
 
 def test_schema_file_is_versioned_and_idempotent() -> None:
-    sql = store_mod.schema_sql()
+    sql = schema_mod.schema_sql()
     assert f"schema_version: {SCHEMA_VERSION}" in sql.splitlines()[0]
     con = duckdb.connect(":memory:")
     con.execute(sql)
@@ -356,7 +357,7 @@ def test_failed_migration_changes_nothing(db: Path, monkeypatch: pytest.MonkeyPa
         con.execute("ALTER TABLE runs ADD COLUMN kind VARCHAR")
         con.execute("SELECT * FROM no_such_table")
 
-    monkeypatch.setitem(store_mod.MIGRATIONS, 0, half_migration)
+    monkeypatch.setitem(schema_mod.MIGRATIONS, 0, half_migration)
     with pytest.raises(StoreError, match="could not migrate .* from schema 0 to 1 "
                                          "\\(the file is unchanged\\)"):
         Store(db).write_predicted_run(meta(), [{"flops": 1}])
@@ -375,7 +376,7 @@ def test_newer_database_is_refused_untouched(db: Path, tmp_path: Path) -> None:
     store = Store(db)
     for attempt in (lambda: store.write_run(meta(), *synthetic(0.0, 0.0), FORMULAS),
                     lambda: store.list_runs(), lambda: store_mod.connect(db).close(),
-                    lambda: sql_cmd.run_sql(sql_args("SELECT 1", db))):
+                    lambda: sql_cmd.cmd_sql(sql_args("SELECT 1", db))):
         with pytest.raises(StoreError) as info:
             attempt()
         message = str(info.value)
@@ -390,7 +391,7 @@ def test_corrupt_file_is_refused_untouched(db: Path, tmp_path: Path, content: by
     store = Store(db)
     for attempt in (lambda: store.write_run(meta(), *synthetic(0.0, 0.0), FORMULAS),
                     lambda: store.list_runs(), lambda: store_mod.connect(db).close(),
-                    lambda: sql_cmd.run_runs(runs_args(db))):
+                    lambda: sql_cmd.cmd_runs(runs_args(db))):
         with pytest.raises(StoreError) as info:
             attempt()
         message = str(info.value)
@@ -510,24 +511,24 @@ def test_cli_sql_formats(db: Path, capsys: pytest.CaptureFixture[str], wide: Non
     out = capsys.readouterr().out
     assert "4 rows" in out and "fc2" in out and "0.5" in out and "NULL" in out
 
-    assert sql_cmd.run_sql(sql_args(query, db, "--json")) == 0
+    assert sql_cmd.cmd_sql(sql_args(query, db, "--json")) == 0
     data = json.loads(capsys.readouterr().out)
     assert data[2] == {"call_id": 2, "module_path": "fc2", "rel_error_flops": 0.5,
                        "inputs": {"args": [{"shape": [2, 16, 4], "dtype": "float32"}],
                                   "kwargs": {"scale": 0.5}}}
     assert data[3]["rel_error_flops"] is None
 
-    assert sql_cmd.run_sql(sql_args("SELECT run_id, measured_flops, created_at FROM runs",
+    assert sql_cmd.cmd_sql(sql_args("SELECT run_id, measured_flops, created_at FROM runs",
                                     db, "--csv")) == 0
     table = list(csv.reader(io.StringIO(capsys.readouterr().out)))
     assert table[0] == ["run_id", "measured_flops", "created_at"]
     assert table[1][:2] == [run_id, str(BIG)]
 
-    assert sql_cmd.run_sql(sql_args("SELECT * FROM run_totals", db)) == 0  # 32 columns
+    assert sql_cmd.cmd_sql(sql_args("SELECT * FROM run_totals", db)) == 0  # 32 columns
     out = capsys.readouterr().out
     assert "1 row, one block per row" in out and "rel_error_flops" in out and run_id in out
 
-    assert sql_cmd.run_sql(sql_args("SELECT rel_error_vector_flops AS r FROM calls "
+    assert sql_cmd.cmd_sql(sql_args("SELECT rel_error_vector_flops AS r FROM calls "
                                     "WHERE call_id = 0", db, "--json")) == 0
     assert json.loads(capsys.readouterr().out) == [{"r": "inf"}]
 
@@ -535,13 +536,13 @@ def test_cli_sql_formats(db: Path, capsys: pytest.CaptureFixture[str], wide: Non
 def test_cli_sql_errors_and_write(db: Path, capsys: pytest.CaptureFixture[str]) -> None:
     Store(db).write_run(meta(), *synthetic(0.0, 0.5), FORMULAS)
     with pytest.raises(StoreError) as info:
-        sql_cmd.run_sql(sql_args("SELECT nope FROM runs", db))
+        sql_cmd.cmd_sql(sql_args("SELECT nope FROM runs", db))
     assert str(info.value).startswith("SQL error: Binder Error")
     assert "\n" not in str(info.value)
     with pytest.raises(StoreError, match="--write"):
-        sql_cmd.run_sql(sql_args("DELETE FROM ops", db))
+        sql_cmd.cmd_sql(sql_args("DELETE FROM ops", db))
     assert rows(db, "SELECT count(*) FROM ops") == [(5,)]
-    assert sql_cmd.run_sql(sql_args("DELETE FROM ops WHERE call_id IS NULL", db, "--write")) == 0
+    assert sql_cmd.cmd_sql(sql_args("DELETE FROM ops WHERE call_id IS NULL", db, "--write")) == 0
     capsys.readouterr()
     assert rows(db, "SELECT count(*) FROM ops") == [(4,)]
     with pytest.raises(SystemExit):  # --json and --csv are exclusive (argparse usage error)
@@ -560,7 +561,7 @@ def test_cli_runs(db: Path, capsys: pytest.CaptureFixture[str], wide: None) -> N
     assert "1.181 Z" in out  # BIG measured FLOPs with an SI prefix
     assert (sql_cmd.si(999), sql_cmd.si(1500), sql_cmd.si(None)) == ("999", "1.5 k", "")
 
-    assert sql_cmd.run_runs(runs_args(db, "--json", "--limit", "1")) == 0
+    assert sql_cmd.cmd_runs(runs_args(db, "--json", "--limit", "1")) == 0
     (latest,) = json.loads(capsys.readouterr().out)
     assert latest["run_id"] == second and latest["kind"] == "predicted"
     assert latest["predicted_flops"] == 7 and latest["measured_flops"] is None
@@ -569,9 +570,9 @@ def test_cli_runs(db: Path, capsys: pytest.CaptureFixture[str], wide: None) -> N
 
 def test_cli_missing_database_is_not_created(tmp_path: Path) -> None:
     missing = tmp_path / "nope" / "runs.duckdb"
-    for attempt in (lambda: sql_cmd.run_sql(sql_args("SELECT 1", missing)),
-                    lambda: sql_cmd.run_sql(sql_args("SELECT 1", missing, "--write")),
-                    lambda: sql_cmd.run_runs(runs_args(missing)),
+    for attempt in (lambda: sql_cmd.cmd_sql(sql_args("SELECT 1", missing)),
+                    lambda: sql_cmd.cmd_sql(sql_args("SELECT 1", missing, "--write")),
+                    lambda: sql_cmd.cmd_runs(runs_args(missing)),
                     lambda: Store(missing).list_runs()):
         with pytest.raises(StoreError) as info:
             attempt()

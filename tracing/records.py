@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-METRICS = ("flops", "vector_flops", "bytes_read", "bytes_written")
+from formula_db.units import COUNTER_METRICS as METRICS  # noqa: E402  (per-op metrics)
 
 
 @dataclass

@@ -12,7 +12,7 @@ import pytest
 
 from formula_db import registry as registry_module
 from formula_db.agent.auth import ENV_KEYS
-from lm_predictor import agent_cmd, module_cmd
+from lm_predictor import agent as agent_cmd
 
 from . import scenario
 from .scripted import ScriptedTransport, Step
@@ -31,7 +31,6 @@ def isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("PATH", str(tmp_path / "empty-bin"))
     monkeypatch.setattr(registry_module, "builtin_paths", lambda: [registry_module.BUILTIN_PATH])
     monkeypatch.setattr(agent_cmd, "transport_factory", None)
-    monkeypatch.setattr(module_cmd, "gap_filler", None)
     return tmp_path
 
 

@@ -15,7 +15,7 @@ import pytest
 
 from formula_db.schema import FormulaEntry
 from formula_db.store import load_database, save_entry
-from lm_predictor import agent_cmd
+from lm_predictor import agent as agent_cmd
 from lm_predictor.cli import main
 from lm_predictor.models import load_preset, tiny_config
 from lm_predictor.store import Store
@@ -124,7 +124,7 @@ def test_without_credentials(isolated: Path, tiny_llama: str,
     assert "no formula for 'somewhere.Missing'" in err
     code = main(["agent", "LlamaRMSNorm", "--model-id", tiny_llama])
     _, err = capsys.readouterr()
-    assert code == 1 and "ANTHROPIC_API_KEY" in err and err.count("\n") == 1
+    assert code == 6 and "ANTHROPIC_API_KEY" in err and err.count("\n") == 1
     code = main(["analyze", "--model-id", tiny_llama, "--seq-len", "8", "--fill-gaps",
                  "--no-store", "--json"])
     out, err = capsys.readouterr()

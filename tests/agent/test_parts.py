@@ -15,7 +15,7 @@ from formula_db.agent.calls import distinct
 from formula_db.agent.source import class_source, find_class
 from formula_db.agent.tools import ToolSession
 from formula_db.registry import Registry
-from lm_predictor import agent_cmd
+from lm_predictor import agent as agent_cmd
 
 from . import scenario
 

@@ -22,7 +22,7 @@ from formula_db.agent.tools import TOOL_NAMES, ToolSession, build_server
 from formula_db.registry import Registry
 from formula_db.schema import FormulaEntry
 from formula_db.store import load_database, save_entry
-from lm_predictor import agent_cmd
+from lm_predictor import agent as agent_cmd
 from lm_predictor.cli import main
 from lm_predictor.reconcile import reconcile
 

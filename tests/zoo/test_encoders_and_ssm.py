@@ -75,7 +75,7 @@ def test_vit_reconciles(registry, batch, image_size):
 
 @pytest.mark.parametrize("batch,image_size,qkv_bias", [(7, 12, False), (2, 20, True)])
 def test_vit_predicts(registry, batch, image_size, qkv_bias):
-    from lm_predictor.predict import Predictor
+    from lm_predictor.predict.predictor import Predictor
 
     config = _vit_config(image_size, qkv_bias)
     predicted = Predictor.for_config(config, registry=registry).point(batch, 1)

@@ -24,16 +24,22 @@ import math
 import sys
 from typing import Any, TextIO
 
-from rich import box
-from rich.console import Console
-from rich.markup import escape
-from rich.table import Table
+from typing import TYPE_CHECKING
 
-from lm_predictor.store import Store, StoreError, db_path, missing_db_message
+from lm_predictor.cli._args import add_db_arg, non_negative_int
 
-DB_HELP = "DuckDB file (default $LM_PREDICTOR_DB or ./lm_predictor.duckdb)"
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from lm_predictor.store import Store
+
 NUMERIC_TYPES = frozenset({"TINYINT", "SMALLINT", "INTEGER", "BIGINT", "HUGEINT", "UTINYINT",
                            "USMALLINT", "UINTEGER", "UBIGINT", "UHUGEINT", "FLOAT", "DOUBLE"})
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    register_sql(sub)
+    register_runs(sub)
 
 
 def register_sql(sub: argparse._SubParsersAction) -> None:
@@ -42,36 +48,40 @@ def register_sql(sub: argparse._SubParsersAction) -> None:
                                    "ops, uncovered_ops, formulas, predictions; views "
                                    "formula_accuracy, run_totals, uncovered_classes).")
     p.add_argument("query", help="the SQL statement, quoted")
-    p.add_argument("--db", help=DB_HELP)
+    add_db_arg(p)
     fmt = p.add_mutually_exclusive_group()
     fmt.add_argument("--json", action="store_true", help="print a JSON list of objects")
     fmt.add_argument("--csv", action="store_true", help="print CSV with a header row")
     p.add_argument("--write", action="store_true",
                    help="allow statements that change the database (DELETE, UPDATE, ...)")
-    p.add_argument("--max-rows", type=int, default=1000, metavar="N",
+    p.add_argument("--max-rows", type=non_negative_int, default=1000, metavar="N",
                    help="rows shown in the table view (default 1000)")
-    p.set_defaults(handler=run_sql)
+    p.set_defaults(handler=cmd_sql)
 
 
 def register_runs(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("runs", help="list stored runs, newest first",
                        description="List the latest stored runs with their measured and "
                                    "predicted FLOPs and formula coverage.")
-    p.add_argument("--db", help=DB_HELP)
-    p.add_argument("--limit", type=int, default=20, metavar="N", help="runs to show (default 20)")
+    add_db_arg(p)
+    p.add_argument("--limit", type=non_negative_int, default=20, metavar="N", help="runs to show (default 20)")
     p.add_argument("--json", action="store_true", help="print a JSON list of objects")
-    p.set_defaults(handler=run_runs)
+    p.set_defaults(handler=cmd_runs)
 
 
 def existing_store(explicit: str | None) -> Store:
     """The store at --db / $LM_PREDICTOR_DB / default, refusing to create a missing file."""
+    from lm_predictor.store import Store, StoreError, db_path, missing_db_message
+
     path = db_path(explicit)
     if not path.exists():
         raise StoreError(missing_db_message(path))
     return Store(path)
 
 
-def run_sql(args: argparse.Namespace) -> int:
+def cmd_sql(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
     store = existing_store(args.db)
     columns, types, rows = store.query_typed(args.query, read_only=not args.write)
     if not columns:
@@ -85,7 +95,12 @@ def run_sql(args: argparse.Namespace) -> int:
     return 0
 
 
-def run_runs(args: argparse.Namespace) -> int:
+def cmd_runs(args: argparse.Namespace) -> int:
+    from rich import box
+    from rich.console import Console
+    from rich.markup import escape
+    from rich.table import Table
+
     store = existing_store(args.db)
     runs = store.list_runs(max(args.limit, 0))
     if args.json:
@@ -166,6 +181,10 @@ def write_csv(columns: list[str], rows: list[tuple[Any, ...]], out: TextIO) -> N
 def print_table(columns: list[str], types: list[str], rows: list[tuple[Any, ...]],
                 console: Console, max_rows: int) -> None:
     """A table, or one block per row ('column  value') when the table would not fit."""
+    from rich import box
+    from rich.markup import escape
+    from rich.table import Table
+
     shown = rows[:max_rows]
     title = f"{len(rows)} row{'s' if len(rows) != 1 else ''}"
     if len(shown) < len(rows):
@@ -193,4 +212,6 @@ def print_table(columns: list[str], types: list[str], rows: list[tuple[Any, ...]
 
 
 def _cell(text: str) -> str:
+    from rich.markup import escape
+
     return "[dim]NULL[/dim]" if text == "NULL" else escape(text)

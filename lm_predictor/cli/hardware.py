@@ -24,21 +24,15 @@ from __future__ import annotations
 
 import argparse
 import json
-from collections import Counter, defaultdict
-from dataclasses import dataclass, field
+from collections import Counter
 from typing import TYPE_CHECKING, Any
 
-from rich.console import Console
-from rich.table import Table
 
-from hardware.errors import HardwareError
-from lm_predictor.analyze_cmd import non_negative_int, positive_int
+from lm_predictor.cli._args import add_db_arg, non_negative_int, positive_int
 
 if TYPE_CHECKING:
     from hardware.catalog import Catalog
-    from hardware.fit import Sample
-    from hardware.roofline import CallWork, Work
-    from lm_predictor.store import Store
+    from rich.console import Console
 
 
 def bits(text: str) -> int:
@@ -98,7 +92,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                                   "cpu|cuda); report MAPE before and after on held-out runs.")
     p.add_argument("--hardware", required=True, metavar="NAME", help="the device whose peaks "
                    "to start from (usually the calibrated local device)")
-    p.add_argument("--db", help="DuckDB file (default $LM_PREDICTOR_DB or ./lm_predictor.duckdb)")
+    add_db_arg(p)
     p.add_argument("--level", choices=("run", "call"), default="run",
                    help="run: one sample per run (root wall time vs summed estimate; MAPE per "
                         "phase); call: one per call's own measured time (MAPE per class)")
@@ -115,7 +109,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = hs.add_parser("estimate", help="add time estimates on a device to a stored run")
     p.add_argument("--run", required=True, metavar="RUN_ID")
     p.add_argument("--hardware", required=True, metavar="NAME")
-    p.add_argument("--db", help="DuckDB file (default $LM_PREDICTOR_DB or ./lm_predictor.duckdb)")
+    add_db_arg(p)
     common(p)
     p.set_defaults(handler=run_estimate)
 
@@ -138,6 +132,12 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="usable share of the capacity (e.g. 0.9 for runtime overheads)")
     common(p)
     p.set_defaults(handler=run_memory)
+
+
+def _hw_error(message: str) -> Exception:
+    from hardware.errors import HardwareError
+
+    return HardwareError(message)
 
 
 def _catalog(args: argparse.Namespace) -> Catalog:
@@ -185,18 +185,18 @@ def run_calibrate(args: argparse.Namespace) -> int:
     dtypes = tuple(normalize_dtype(d.strip()) for d in args.dtypes.split(",") if d.strip())
     unknown = [d for d in dtypes if d not in ("fp32", "bf16", "fp16")]
     if unknown:
-        raise HardwareError(f"calibrate measures fp32, bf16 and fp16, not {', '.join(unknown)}")
+        raise _hw_error(f"calibrate measures fp32, bf16 and fp16, not {', '.join(unknown)}")
     if args.threads:
         torch.set_num_threads(args.threads)
     kind = torch.device(args.device).type
     if kind not in ("cpu", "cuda"):
-        raise HardwareError(f"calibrate supports --device cpu or cuda, not {args.device!r}")
+        raise _hw_error(f"calibrate supports --device cpu or cuda, not {args.device!r}")
     err = Console(stderr=True)
     with err.status(f"calibrating {args.device}"):
         try:
             result = calibrate(args.device, quick=args.quick, dtypes=dtypes, clock=args.clock)
         except RuntimeError as exc:
-            raise HardwareError(f"calibration failed: {' '.join(str(exc).split())}") from None
+            raise _hw_error(f"calibration failed: {' '.join(str(exc).split())}") from None
     device = to_device(result, args.name or f"local-{kind}")
     if args.json:
         print(json.dumps(device_summary(device), indent=2))
@@ -208,88 +208,13 @@ def run_calibrate(args: argparse.Namespace) -> int:
     return 0
 
 
-# --- stored runs as estimator input --------------------------------------------------------------
-
-@dataclass
-class StoredRun:
-    """A stored traced run rebuilt for the estimator: its calls' own work and wall times."""
-
-    run_id: str
-    model_id: str
-    phase: str
-    dtype: str
-    device: str
-    shape: str
-    calls: list[CallWork] = field(default_factory=list)
-    outside: Work | None = None
-
-
-def load_runs(store: Store, run_id: str | None = None) -> list[StoredRun]:
-    """Traced runs (or the one `run_id`) with per-call own work summed from the `ops` table."""
-    from hardware.roofline import CallWork, Work
-
-    where, params = ("WHERE kind = 'traced'", []) if run_id is None else (
-        "WHERE kind = 'traced' AND run_id = ?", [run_id])
-    _, run_rows = store.query(f"SELECT run_id, model_id, phase, dtype, device, batch_size, "
-                              f"seq_len, kv_len FROM runs {where} ORDER BY created_at, run_id",
-                              params)
-    runs = {r[0]: StoredRun(r[0], r[1], r[2] or "", r[3] or "float32", r[4] or "",
-                            f"b{r[5]} s{r[6]} kv{r[7]}") for r in run_rows}
-    if not runs:
-        return []
-    ids = list(runs)
-    _, work_rows = store.query(
-        "SELECT run_id, call_id, sum(flops), sum(vector_flops), sum(bytes_read), "
-        "sum(bytes_written), sum(count) FROM ops WHERE list_contains(?, run_id) "
-        "GROUP BY run_id, call_id", [ids])
-    works = {(r[0], r[1]): Work(*(int(v) for v in r[2:])) for r in work_rows}
-    _, call_rows = store.query(
-        "SELECT run_id, call_id, parent_call_id, module_path, class_name, wall_time_s FROM calls "
-        "WHERE list_contains(?, run_id) ORDER BY run_id, call_id", [ids])
-    children: dict[tuple[str, int], list[int]] = defaultdict(list)
-    for r in call_rows:
-        if r[2] is not None:
-            children[(r[0], r[2])].append(r[1])
-    for r in call_rows:
-        runs[r[0]].calls.append(CallWork(r[1], r[2], r[3], r[4], works.get((r[0], r[1]), Work()),
-                                         tuple(children[(r[0], r[1])]), r[5]))
-    for run in runs.values():
-        run.outside = works.get((run.run_id, None))  # type: ignore[index]
-    return list(runs.values())
-
-
-def samples_of(runs: list[StoredRun], level: str) -> list[Sample]:
-    """Fit samples: one per run (level 'run') or one per call's own measured time ('call')."""
-    from hardware.fit import Sample
-
-    out: list[Sample] = []
-    for run in runs:
-        walls = {c.call_id: c.wall_time_s for c in run.calls}
-        if level == "run":
-            roots = [walls[c.call_id] for c in run.calls if c.parent_call_id is None]
-            if not roots or None in roots:
-                continue
-            items = tuple(c.self_work for c in run.calls) + ((run.outside,) if run.outside else ())
-            out.append(Sample(items, float(sum(roots)), run.run_id,  # type: ignore[arg-type]
-                              run.phase))
-            continue
-        for c in run.calls:
-            times = [walls[c.call_id], *(walls[i] for i in c.children)]
-            if None in times:
-                continue
-            own = times[0] - sum(times[1:])  # type: ignore[operator,arg-type]
-            if own > 0:
-                out.append(Sample((c.self_work,), own, run.run_id,
-                                  c.class_name.rsplit(".", 1)[-1]))
-    return out
-
-
 # --- fit ---------------------------------------------------------------------------------------
 
 def run_fit(args: argparse.Namespace) -> int:
     from hardware.catalog import Efficiency, normalize_dtype, save_user_device
     from hardware.fit import Factors, fit
     from hardware.roofline import Peaks, with_efficiency
+    from lm_predictor.estimate import load_runs, samples_of
     from lm_predictor.store import Store
 
     device = _catalog(args).get(args.hardware)
@@ -297,7 +222,7 @@ def run_fit(args: argparse.Namespace) -> int:
             and (not args.runs_device or r.device.split(":")[0] == args.runs_device)]
     timed = [r for r in runs if any(c.wall_time_s is not None for c in r.calls)]
     if not timed:
-        raise HardwareError(f"no stored runs with measured wall times in {Store(args.db).path}; "
+        raise _hw_error(f"no stored runs with measured wall times in {Store(args.db).path}; "
                             f"measure some first, e.g. 'lm-predictor analyze --model-id gpt2 "
                             f"--device cpu --batch-size 2 --seq-len 64'")
     dtype = normalize_dtype(args.dtype) if args.dtype else Counter(
@@ -305,7 +230,7 @@ def run_fit(args: argparse.Namespace) -> int:
     chosen = [r for r in timed if normalize_dtype(r.dtype) == dtype]
     samples = samples_of(chosen, args.level)
     if not samples:
-        raise HardwareError(f"no usable {args.level}-level samples among {len(chosen)} {dtype} "
+        raise _hw_error(f"no usable {args.level}-level samples among {len(chosen)} {dtype} "
                             f"runs (wall times missing or not positive)")
     peaks = Peaks.of(device, dtype, Efficiency(), op_overhead_us=0.0)
     start = Factors(device.efficiency, device.op_overhead_us * 1e-6)
@@ -376,13 +301,14 @@ def _render_fit(summary: dict[str, Any], console: Console) -> None:
 def run_estimate(args: argparse.Namespace) -> int:
     from hardware.report import render_time, time_summary
     from hardware.roofline import estimate_calls
+    from lm_predictor.estimate import load_runs
     from lm_predictor.store import Store
 
     device = _catalog(args).get(args.hardware)
     store = Store(args.db)
     runs = load_runs(store, args.run)
     if not runs:
-        raise HardwareError(f"no traced run {args.run!r} in {store.path}; list runs with "
+        raise _hw_error(f"no traced run {args.run!r} in {store.path}; list runs with "
                             f"'lm-predictor runs'")
     run = runs[0]
     est = estimate_calls(run.calls, device, run.dtype, outside=run.outside)
@@ -397,17 +323,19 @@ def run_estimate(args: argparse.Namespace) -> int:
 # --- memory fit ----------------------------------------------------------------------------------
 
 def run_memory(args: argparse.Namespace) -> int:
-    import os
-
     import torch
 
     from hardware.memory_fit import MemoryNeeds, fit_memory
-    from lm_predictor.inputs import cache_layout
-    from lm_predictor.models import (build_model, count_parameters, estimate_memory,
-                                     resolve_config)
+    from lm_predictor import settings
+    from lm_predictor.models.build import build_model, count_parameters
+    from lm_predictor.models.cache import cache_layout
+    from lm_predictor.models.memory import estimate_memory
+    from lm_predictor.models.presets import check_model_id
+    from lm_predictor.models.resolve import resolve_config
 
+    check_model_id(args.model_id)
     device = _catalog(args).get(args.hardware)
-    resolved = resolve_config(args.model_id, hf_token=os.environ.get("HF_TOKEN") or None)
+    resolved = resolve_config(args.model_id, hf_token=settings.hf_token())
     model = build_model(resolved.config, device="meta", dtype=torch.float32)
     tokens = args.kv_len + args.seq_len
     kv_elements = sum(lay.bytes_per_token // lay.itemsize * min(tokens, lay.window or tokens)

@@ -2,8 +2,8 @@
 
 Prints an entry (parameters with binds, templates, breakdown, validation), evaluates it with
 `--eval name=value ...`, dumps it with `--json`, or lists every key with `--list`. A miss tells
-how a formula is made and exits with code 3; `gap_filler` is the seam through which the formula
-agent (a later component) fills misses.
+how a formula is made and exits with code 3 after trying the formula agent
+(`lm_predictor.agent.fill_module_gap`; `--no-agent` skips it).
 
 Example:
     $ lm-predictor module torch__nn__Linear --eval rows=8 in_features=16 out_features=32
@@ -13,21 +13,17 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any
 
-from rich.console import Console
-from rich.table import Table
+from formula_db.units import METRICS
+from lm_predictor.cli._args import add_formulas_arg
+from lm_predictor.errors import EXIT_NO_FORMULA
 
-from formula_db.errors import FormulaError
-from formula_db.naming import key_for
-from formula_db.registry import Registry, user_db_path
-from formula_db.schema import METRICS, FormulaEntry
+if TYPE_CHECKING:
+    from rich.console import Console
 
-EXIT_NO_FORMULA = 3
-
-# Seam for the formula agent: given a module name and the registry, return a new entry or None.
-GapFiller = Callable[[str, Registry], FormulaEntry | None]
-gap_filler: GapFiller | None = None
+    from formula_db.registry import Registry
+    from formula_db.schema import FormulaEntry
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -39,9 +35,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="evaluate every metric with these parameter values")
     p.add_argument("--json", action="store_true", help="print the entry as JSON")
     p.add_argument("--list", action="store_true", help="list all keys with source and status")
-    p.add_argument("--formulas", metavar="PATH",
-                   help="user formula database (default: $LM_PREDICTOR_FORMULAS or the user data dir)")
-    p.set_defaults(handler=run)
+    add_formulas_arg(p)
+    p.add_argument("--no-agent", action="store_true",
+                   help="on a miss, do not try the formula agent")
+    p.set_defaults(handler=cmd_module)
 
 
 def parse_value(text: str) -> int | float | bool | str:
@@ -64,12 +61,19 @@ def parse_assignments(items: list[str]) -> dict[str, Any]:
     for item in items:
         name, sep, value = item.partition("=")
         if not sep or not name:
+            from formula_db.errors import FormulaError
+
             raise FormulaError(f"--eval expects NAME=VALUE, got {item!r}")
         values[name.strip()] = parse_value(value.strip())
     return values
 
 
-def run(args: argparse.Namespace) -> int:
+def cmd_module(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
+    from formula_db.naming import key_for
+    from formula_db.registry import Registry, user_db_path
+
     registry = Registry.default(args.formulas)
     console = Console()
     if args.list:
@@ -79,8 +83,10 @@ def run(args: argparse.Namespace) -> int:
         print("lm-predictor: error: give a module name, or --list to see all keys", file=sys.stderr)
         return 2
     entry = registry.find(args.name)
-    if entry is None and gap_filler is not None:
-        entry = gap_filler(args.name, registry)
+    if entry is None and not args.no_agent:
+        from lm_predictor.agent import fill_module_gap
+
+        entry = fill_module_gap(args.name, registry)
         registry = Registry.default(args.formulas)
     if entry is None:
         path = user_db_path(args.formulas)
@@ -114,6 +120,8 @@ def _jsonable(value: Any) -> Any:
 
 
 def print_list(registry: Registry, console: Console, as_json: bool) -> None:
+    from rich.table import Table
+
     rows = [(k, registry.source_of(k), registry.get(k).validation.status,
              registry.get(k).full_class_name) for k in registry.keys()]
     if as_json:
@@ -129,6 +137,8 @@ def print_list(registry: Registry, console: Console, as_json: bool) -> None:
 
 
 def print_entry(entry: FormulaEntry, layer: str, console: Console) -> None:
+    from rich.table import Table
+
     console.print(f"[bold]{entry.key}[/bold]  ({entry.full_class_name}, {entry.kind}, layer: {layer})")
     if entry.description:
         console.print(entry.description)
@@ -165,6 +175,8 @@ def print_entry(entry: FormulaEntry, layer: str, console: Console) -> None:
 
 def print_eval(entry: FormulaEntry, values: dict[str, Any], results: dict[str, Any],
                parts: list[tuple[str, str, dict[str, Any]]], console: Console) -> None:
+    from rich.table import Table
+
     table = Table(title=f"{entry.key} at " + ", ".join(f"{k}={v}" for k, v in values.items()))
     table.add_column("metric")
     table.add_column("value", justify="right")

@@ -16,10 +16,8 @@ import argparse
 import json
 from typing import Any
 
-from rich.console import Console
-from rich.table import Table
-
-EXIT_CHECK_FAILED = 4
+from lm_predictor.cli._args import add_db_arg, add_formulas_arg, tolerance
+from lm_predictor.errors import EXIT_CHECK_FAILED
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -28,11 +26,11 @@ def register(sub: argparse._SubParsersAction) -> None:
                                    "fail when a formula mismatches or regressed.")
     p.add_argument("--suite", default="zoo", help="'zoo' (default) or a suite JSON file")
     p.add_argument("--baseline", default="last", help="'last' (default), 'none' or a RUN_ID")
-    p.add_argument("--rtol", type=float, default=0.0, help="relative tolerance (default 0)")
-    p.add_argument("--db", help="DuckDB file (default $LM_PREDICTOR_DB or ./lm_predictor.duckdb)")
-    p.add_argument("--formulas", metavar="PATH", help="user formula database")
+    p.add_argument("--rtol", type=tolerance, default=0.0, help="relative tolerance (default 0)")
+    add_db_arg(p)
+    add_formulas_arg(p)
     p.add_argument("--json", action="store_true", help="print a JSON report")
-    p.set_defaults(handler=run)
+    p.set_defaults(handler=cmd_check)
 
 
 def unverified_entries(registry: Any) -> list[tuple[str, str | None]]:
@@ -48,22 +46,22 @@ def unverified_entries(registry: Any) -> list[tuple[str, str | None]]:
     return out
 
 
-def run(args: argparse.Namespace) -> int:
-    from formula_db.registry import Registry
-    from lm_predictor.api import formulas_used
-    from lm_predictor.models import build_model
-    from lm_predictor.reconcile import reconcile
-    from lm_predictor.regression import compare_runs, previous_run
-    from lm_predictor.results import METRICS, RunMeta
-    from lm_predictor.store import Store, db_path
-    from lm_predictor.suites import load_suite
-    from lm_predictor.testing import trace_config
-    import torch
+def cmd_check(args: argparse.Namespace) -> int:
     import transformers
+    from rich.console import Console
+    from rich.table import Table
+
+    from formula_db.registry import Registry
+    from formula_db.units import METRICS
+    from lm_predictor.models.build import build_model
+    from lm_predictor.run import RunSpec, store_run, trace_run
+    from lm_predictor.store import Store, queries
+    from lm_predictor.store.regression import compare_runs, previous_run
+    from lm_predictor.suites import load_suite
 
     suite = load_suite(args.suite)
     registry = Registry.default(args.formulas)
-    store = Store(db_path(args.db))
+    store = Store(args.db)
     err = Console(stderr=True)
     run_ids: list[str] = []
     regressions: list[str] = []
@@ -71,57 +69,43 @@ def run(args: argparse.Namespace) -> int:
         for model in suite.models:
             config = model.config()
             built = build_model(config, device="meta")
-            from lm_predictor.models import config_hash
-
             for shape in model.shapes:
                 b, s, phase, kv = (*shape, "prefill", 0)[:4] if len(shape) == 2 else shape
-                status.update(f"{model.label}: batch {b}, seq {s}, {phase}" + (f", kv {kv}" if kv else ""))
-                t = trace_config(config, b, s, phase, kv, model=built)
-                recon = reconcile(t, registry, args.rtol)
-                meta = RunMeta(model_id=model.label, config_hash=config_hash(config), phase=phase,
-                               batch_size=b, seq_len=1 if phase == "decode" else s, kv_len=kv,
-                               dtype="float32", device="meta", counter="dispatch", rtol=args.rtol,
-                               torch_version=torch.__version__,
-                               transformers_version=transformers.__version__)
-                run_id = store.write_run(meta, t, recon, formulas_used(t, registry))
+                spec = RunSpec(model.label, batch_size=b, seq_len=s, phase=phase, kv_len=kv,
+                               rtol=args.rtol)
+                status.update(f"{model.label}: {spec.where()}")
+                out = trace_run(spec, registry, config=config, model=built)
+                run_id = store_run(out, store.path)
                 run_ids.append(run_id)
                 baseline = (None if args.baseline == "none" else
                             previous_run(store, run_id) if args.baseline == "last" else args.baseline)
                 if baseline:
                     regressions += [f"{model.label} {phase} b{b} s{s}: {line}"
                                     for line in compare_runs(store.path, run_id, baseline)]
-    placeholders = ", ".join("?" for _ in run_ids)
-    cols = ", ".join(f"max(abs(rel_error_{m}))" for m in METRICS)
-    _, rows = store.query(
-        f"SELECT formula_key, count(*), count(*) FILTER (WHERE status = 'mismatch'), "
-        f"count(*) FILTER (WHERE error IS NOT NULL), {cols} FROM calls "
-        f"WHERE run_id IN ({placeholders}) AND status <> 'no_formula' "
-        f"GROUP BY formula_key ORDER BY formula_key", run_ids)
-    _, uncovered = store.query(
-        f"SELECT DISTINCT class_name FROM calls WHERE run_id IN ({placeholders}) "
-        f"AND status = 'no_formula' ORDER BY 1", run_ids)
+    rows = queries.formula_grades(store, run_ids)
+    uncovered = queries.classes_without_formula(store, run_ids)
     failing = [r[0] for r in rows if r[2] or r[3]]
     stale = unverified_entries(registry)
     if args.json:
         print(json.dumps({
             "suite": suite.name, "runs": run_ids,
-            "formulas": [{"formula_key": r[0], "calls": r[1], "mismatches": r[2], "errors": r[3],
-                          **{f"max_rel_error_{m}": (None if v is None else float(v))
-                             for m, v in zip(METRICS, r[4:])}} for r in rows],
+            "formulas": [{"formula_key": key, "calls": calls, "mismatches": mism, "errors": errs,
+                          **{f"max_rel_error_{m}": v for m, v in zip(METRICS, values)}}
+                         for key, calls, mism, errs, values in rows],
             "failing": failing, "regressions": regressions,
-            "no_formula": [u[0] for u in uncovered],
+            "no_formula": uncovered,
             "unverified_for_installed_transformers": [k for k, _ in stale]}, indent=2))
     else:
         console = Console()
         table = Table(title=f"formula accuracy over {len(run_ids)} runs of suite '{suite.name}'")
         for col in ("formula", "calls", "mismatch", *[f"max err {m}" for m in METRICS]):
             table.add_column(col, overflow="fold")
-        for r in rows:
-            table.add_row(r[0].split("__")[-1], str(r[1]), str(r[2] + r[3]),
-                          *["—" if v is None else f"{float(v):.3g}" for v in r[4:]])
+        for key, calls, mism, errs, values in rows:
+            table.add_row(key.split("__")[-1], str(calls), str(mism + errs),
+                          *["—" if v is None else f"{v:.3g}" for v in values])
         console.print(table)
         if uncovered:
-            console.print("no formula: " + ", ".join(u[0].rsplit(".", 1)[-1] for u in uncovered))
+            console.print("no formula: " + ", ".join(u.rsplit(".", 1)[-1] for u in uncovered))
         if stale:
             console.print(f"[yellow]{len(stale)} entries unverified for transformers "
                           f"{transformers.__version__}[/yellow]: "

@@ -17,20 +17,8 @@ import itertools
 import json
 import sys
 
-from rich.console import Console
-from rich.table import Table
-
-
-
-def int_list(text: str) -> list[int]:
-    """'1,8,64' -> [1, 8, 64] (each >= 0)."""
-    try:
-        values = [int(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
-    if not values or any(v < 0 for v in values):
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers >= 0, got {text!r}")
-    return values
+from formula_db.units import METRICS
+from lm_predictor.cli._args import add_db_arg, add_dtype_arg, add_formulas_arg, int_list
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -42,79 +30,74 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seq-len", "--seq_len", dest="seq_len", type=int_list, default=[128])
     p.add_argument("--phase", choices=("prefill", "decode"), default="prefill")
     p.add_argument("--kv-len", "--kv_len", dest="kv_len", type=int_list, default=[0])
-    p.add_argument("--dtype", choices=("float32", "bfloat16", "float16"), default="float32")
-    p.add_argument("--formulas", metavar="PATH", help="user formula database")
+    add_dtype_arg(p)
+    add_formulas_arg(p)
     p.add_argument("--hardware", metavar="NAME",
                    help="add roofline time per point and per token on a catalog device (totals "
                         "as one leaf: use analyze --hardware for per-call estimates)")
-    p.add_argument("--db", help="DuckDB file for the predicted-only run")
+    add_db_arg(p)
     p.add_argument("--no-store", action="store_true", help="do not store the sweep")
     out = p.add_mutually_exclusive_group()
     out.add_argument("--json", action="store_true")
     out.add_argument("--csv", action="store_true")
-    p.set_defaults(handler=run_predict)
+    p.set_defaults(handler=cmd_predict)
 
     f = sub.add_parser("formula", help="closed-form cost of a model in batch, seq_len, kv_len",
                        description="Expand the model's nested formulas into simplified closed "
                                    "forms (sympy) in the free shape parameters.")
     f.add_argument("--model-id", "--model_id", dest="model_id", required=True)
-    f.add_argument("--metric", choices=("flops", "vector_flops", "bytes_read", "bytes_written",
-                                        "activation_bytes", "all"), default="all")
-    f.add_argument("--dtype", choices=("float32", "bfloat16", "float16"), default="float32")
-    f.add_argument("--formulas", metavar="PATH", help="user formula database")
-    f.set_defaults(handler=run_formula)
+    f.add_argument("--metric", choices=(*METRICS, "all"), default="all")
+    add_dtype_arg(f)
+    add_formulas_arg(f)
+    f.set_defaults(handler=cmd_formula)
 
 
-def run_predict(args: argparse.Namespace) -> int:
-    import os
+def cmd_predict(args: argparse.Namespace) -> int:
+    import itertools
 
-    import torch
-    import transformers
-
-    from formula_db.registry import Registry
-    from lm_predictor.models import config_hash, resolve_config
-    from lm_predictor.predict import Predictor
-    from lm_predictor.results import METRICS, RunMeta
+    from lm_predictor.errors import UsageError
 
     if args.phase == "decode":
         seqs = [1]
         if args.kv_len == [0]:
-            print("lm-predictor: error: --phase decode needs --kv-len N[,M...]", file=sys.stderr)
-            return 2
+            raise UsageError("--phase decode needs --kv-len N[,M...] (tokens already in the KV "
+                             "cache), e.g. --kv-len 1024")
     else:
         seqs = args.seq_len
     if 0 in args.batch_size or (args.phase == "prefill" and 0 in seqs):
-        print("lm-predictor: error: batch sizes and sequence lengths must be >= 1", file=sys.stderr)
-        return 2
-    resolved = resolve_config(args.model_id, hf_token=os.environ.get("HF_TOKEN") or None)
-    predictor = Predictor.for_config(resolved.config, args.model_id,
-                                     Registry.default(args.formulas), args.dtype)
+        raise UsageError("batch sizes and sequence lengths must be >= 1")
+    from lm_predictor.models.presets import check_model_id
+    from lm_predictor.predict.points import predict_points
+
+    check_model_id(args.model_id)
     points = list(itertools.product(args.batch_size, seqs, args.kv_len))
-    values = predictor.sweep(points)
-    rows = [{"phase": args.phase, "batch_size": b, "seq_len": s, "kv_len": k,
-             **{m: v[m] for m in METRICS}} for (b, s, k), v in zip(points, values)]
+    prediction = predict_points(args.model_id, points, phase=args.phase, dtype=args.dtype,
+                                formulas=args.formulas)
+    rows = prediction.rows
     if args.hardware:
         from hardware.catalog import load_catalog
         from hardware.roofline import estimate_totals
 
         device = load_catalog().get(args.hardware)
-        dtype = getattr(torch, args.dtype)
         for row in rows:
             est = estimate_totals(row["flops"], row["vector_flops"], row["bytes_read"],
-                                  row["bytes_written"], device, dtype)
+                                  row["bytes_written"], device, args.dtype)
             tokens = row["batch_size"] * row["seq_len"]
             row.update(hardware=device.name, time_s=est.estimate_s, bound=est.bound,
                        ms_per_token=1e3 * est.estimate_s / tokens)
     run_id = None
     if not args.no_store:
-        from lm_predictor.store import Store, db_path
+        from lm_predictor.predict.cache import installed_version
+        from lm_predictor.results import RunMeta
+        from lm_predictor.store import Store
 
-        meta = RunMeta(model_id=args.model_id, config_hash=config_hash(resolved.config),
+        meta = RunMeta(model_id=args.model_id, config_hash=prediction.config_hash,
                        phase=args.phase, batch_size=points[0][0], seq_len=points[0][1],
                        kv_len=points[0][2], dtype=args.dtype, device="none", counter="formula",
-                       torch_version=torch.__version__,
-                       transformers_version=transformers.__version__)
-        run_id = Store(db_path(args.db)).write_predicted_run(meta, rows)
+                       tool_version=installed_version("lm-predictor"),
+                       torch_version=installed_version("torch"),
+                       transformers_version=installed_version("transformers"))
+        run_id = Store(args.db).write_predicted_run(meta, rows)
     if args.json:
         print(json.dumps({"run_id": run_id, "model_id": args.model_id, "points": rows},
                          default=str, indent=2))
@@ -123,10 +106,13 @@ def run_predict(args: argparse.Namespace) -> int:
         writer.writeheader()
         writer.writerows(rows)
     else:
+        from rich.console import Console
+        from rich.table import Table
+
         from lm_predictor.report import human
 
-        table = Table(title=f"{args.model_id} · {args.phase} · predicted from formulas"
-                      + (f" · run {run_id}" if run_id else ""))
+        table = Table(title=f"{args.model_id} · {args.phase} · {args.dtype} · predicted from "
+                            f"formulas" + (f" · run {run_id}" if run_id else ""))
         timed = ("time", "ms/token", "bound") if args.hardware else ()
         for col in ("batch", "seq", "kv", *METRICS, *timed):
             table.add_column(col, justify="right")
@@ -136,20 +122,20 @@ def run_predict(args: argparse.Namespace) -> int:
             table.add_row(str(r["batch_size"]), str(r["seq_len"]), str(r["kv_len"]),
                           *[human(r[m]) for m in METRICS], *extra)
         Console().print(table)
-        if resolved.note:
-            Console(stderr=True).print(resolved.note)
+    if prediction.note:
+        print(prediction.note, file=sys.stderr)
     return 0
 
 
-def run_formula(args: argparse.Namespace) -> int:
-    import os
-
+def cmd_formula(args: argparse.Namespace) -> int:
     from formula_db.registry import Registry
-    from lm_predictor.models import resolve_config
-    from lm_predictor.predict import Predictor
-    from lm_predictor.results import METRICS
+    from lm_predictor import settings
+    from lm_predictor.models.presets import check_model_id
+    from lm_predictor.models.resolve import resolve_config
+    from lm_predictor.predict.predictor import Predictor
 
-    resolved = resolve_config(args.model_id, hf_token=os.environ.get("HF_TOKEN") or None)
+    check_model_id(args.model_id)
+    resolved = resolve_config(args.model_id, hf_token=settings.hf_token())
     predictor = Predictor.for_config(resolved.config, args.model_id,
                                      Registry.default(args.formulas), args.dtype)
     metrics = METRICS if args.metric == "all" else (args.metric,)

@@ -1,34 +1,25 @@
-"""`lm-predictor agent`, the `module` gap filler and `analyze --fill-gaps`: the formula agent
-wired to traces, the CLI and the run database.
+"""The formula agent wired to traces and the run database: the library side of `lm-predictor
+agent`, of the `module` miss and of `analyze --fill-gaps` (the agent itself, its tools and its
+limits live in `formula_db.agent`).
 
 - `recorded_calls(traces, class_name, registry)` turns the `tracing` records of one class into
   the plain `formula_db.agent.calls.RecordedCall`s that the agent's `reconcile` tool evaluates
   (measured metrics, per-op counters inclusive of children, direct children, model config),
   distinct ones only.
 - `trace_model(model_id)` traces the model on `meta` at `AGENT_SHAPES` (batch 1 seq 8 and
-  batch 2 seq 5: two shapes, so a template made of constants cannot pass).
-- `lm-predictor agent NAME [--model-id M]` runs the agent directly; a class that already has an
-  entry is refused unless `--force`. Without `--model-id` the class must appear in a run stored
-  in the DuckDB database (that run's model is traced again on meta).
-- `module_gap_filler` is installed as `lm_predictor.module_cmd.gap_filler` when the parser is
-  built: on a miss with credentials it runs the agent on the latest stored run's model that
-  calls the class; without credentials it prints how to configure them (the miss exits 3).
+  batch 2 seq 5: two shapes, so a template made of constants cannot pass) through the pipeline.
+- `run_for_class(name, ...)` runs the agent on one class (what `lm-predictor agent` does); a
+  class that already has an entry is refused unless `force`.
+- `fill_module_gap(name, registry)`: on a `module` miss with credentials, runs the agent on the
+  latest stored run's model that calls the class; without credentials says how to set them.
 - `fill_gaps(trace, registry, ...)` runs the agent for every uncovered class of a trace,
   deepest first (by the largest depth of its calls) so that parents can call their children's
   new formulas; `analyze --fill-gaps` calls it and reconciles again.
-- Every run's cost and outcome is a row of the DuckDB table `agent_runs` (`schema.sql`).
-Heavy imports (the SDK, tracing, transformers) happen inside the functions, so building the
-CLI parser stays cheap.
-
-Exit codes of `agent`: 0 cached, 3 not reconciled (nothing cached), 1 an error (no
-credentials, timeout, SDK failure, class not found).
-
-Example:
-    $ lm-predictor agent MyBlock --model-id ./my-model/config.json --budget-usd 1
+- Every run's cost and outcome is a row of the DuckDB table `agent_runs`.
+Heavy imports (the SDK, tracing, transformers) happen inside the functions.
 """
 from __future__ import annotations
 
-import argparse
 import importlib
 import os
 import sys
@@ -38,7 +29,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable
 
 from formula_db.agent.limits import AgentLimits
 from formula_db.naming import key_for
-from lm_predictor import module_cmd
+from lm_predictor.errors import AgentError
 
 if TYPE_CHECKING:
     from formula_db.agent.calls import RecordedCall
@@ -48,7 +39,6 @@ if TYPE_CHECKING:
     from tracing.records import CallRecord, Trace
 
 AGENT_SHAPES: tuple[tuple[int, int], ...] = ((1, 8), (2, 5))
-EXIT_NOT_RECONCILED = 3
 Progress = Callable[[str], None]
 TransportFactory = Callable[["AgentTask"], Any]
 
@@ -59,8 +49,8 @@ transport_factory: TransportFactory | None = None
 
 
 
-class AgentError(Exception):
-    """A formula-agent problem, worded as one line naming the fix."""
+def _stderr(message: str) -> None:
+    print(message, file=sys.stderr)
 
 
 # --- traces to recorded calls --------------------------------------------------------------------
@@ -122,18 +112,18 @@ def resolve_class_name(traces: list[Trace], name: str) -> str:
 
 def trace_model(model_id: str, shapes: tuple[tuple[int, int], ...] = AGENT_SHAPES
                 ) -> list[Trace]:
-    """Traces of `model_id` on meta, one prefill pass per (batch, seq) shape."""
-    from lm_predictor.api import run_trace
-    from lm_predictor.inputs import build_inputs
-    from lm_predictor.models import build_model, resolve_config
+    """Traces of `model_id` on meta, one prefill pass per (batch, seq) shape (the pipeline of
+    `lm_predictor.run`, without reconciling)."""
+    from lm_predictor.run import RunSpec, resolve, trace_run
 
-    resolved = resolve_config(model_id, hf_token=os.environ.get("HF_TOKEN") or None)
-    model = build_model(resolved.config, device="meta")
-    traces = []
+    resolved = resolve(RunSpec(model_id))
+    traces: list[Trace] = []
+    model = None
     for batch, seq in shapes:
-        inputs = build_inputs(model, resolved.config, batch_size=batch, seq_len=seq,
-                              device="meta", attention_mask=False)
-        traces.append(run_trace(model, inputs))
+        out = trace_run(RunSpec(model_id, batch_size=batch, seq_len=seq), None,
+                        config=resolved.config, model=model)
+        model = out.model
+        traces.append(out.trace)
     return traces
 
 
@@ -211,15 +201,11 @@ def record_run(run: AgentRun, db: str | os.PathLike[str] | None, model_id: str |
     from lm_predictor.store import Store
 
     store = Store(db)
-    con = store.open()
-    try:
-        con.execute("INSERT INTO agent_runs VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    [run.started_at.replace(tzinfo=None), run.full_class_name, run.key,
-                     run.outcome, run.num_turns, run.input_tokens, run.output_tokens,
-                     run.cache_read_tokens, run.cache_creation_tokens, run.cost_usd,
-                     run.duration_s, run.submissions, model_id, str(run.transcript), run.error])
-    finally:
-        con.close()
+    store.write_agent_run([run.started_at.replace(tzinfo=None), run.full_class_name, run.key,
+                           run.outcome, run.num_turns, run.input_tokens, run.output_tokens,
+                           run.cache_read_tokens, run.cache_creation_tokens, run.cost_usd,
+                           run.duration_s, run.submissions, model_id, str(run.transcript),
+                           run.error])
     return store.path
 
 
@@ -236,126 +222,40 @@ def _record(run: AgentRun, db: str | os.PathLike[str] | None, model_id: str | No
 def stored_model_for(class_name: str, db: str | os.PathLike[str] | None) -> str | None:
     """The model of the latest stored traced run that calls `class_name`, if any."""
     from lm_predictor.errors import StoreError
-    from lm_predictor.store import Store, db_path
+    from lm_predictor.settings import db_path
+    from lm_predictor.store import Store
+    from lm_predictor.store.queries import latest_model_calling
 
     if not db_path(db).exists():
         return None
     try:
-        _, rows = Store(db).query(
-            "SELECT r.model_id FROM calls c JOIN runs r USING (run_id) "
-            "WHERE c.class_name = ? OR c.formula_key = ? OR c.class_name LIKE ? "
-            "ORDER BY r.created_at DESC LIMIT 1",
-            [class_name, key_for(class_name), f"%.{class_name}"])
+        return latest_model_calling(Store(db), class_name, key_for(class_name))
     except StoreError:
         return None
-    return rows[0][0] if rows else None
-
-
-def _stderr(message: str) -> None:
-    print(message, file=sys.stderr)
-
-
-# --- `lm-predictor agent` ------------------------------------------------------------------------
-
-def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("agent", help="write a module's formula with the formula agent",
-                       description="Run the formula agent (claude-agent-sdk) on one module class: "
-                                   "it reads the source and the traced calls and writes an entry, "
-                                   "cached in the user database only if it reconciles with "
-                                   "measurement on every call.")
-    p.add_argument("name", help="class name: dotted (transformers.models.llama.modeling_llama."
-                                "LlamaMLP), key, or bare (LlamaMLP)")
-    p.add_argument("--model-id", "--model_id", dest="model_id",
-                   help="model to trace on meta for the class's calls (default: the model of "
-                        "the latest stored run that calls the class)")
-    p.add_argument("--force", action="store_true",
-                   help="re-analyse a class that already has an entry")
-    p.add_argument("--max-turns", type=int, default=AgentLimits.max_turns)
-    p.add_argument("--budget-usd", type=float, default=AgentLimits.max_budget_usd,
-                   help="stop when the run has cost this much (as the SDK reports cost)")
-    p.add_argument("--timeout", type=float, default=AgentLimits.timeout_s,
-                   help="wall-clock limit of the run in seconds")
-    p.add_argument("--rtol", type=float, default=AgentLimits.rtol,
-                   help="relative tolerance for reconciliation (default 0: exact)")
-    p.add_argument("--model", dest="claude_model", help="Claude model (default: the CLI's)")
-    p.add_argument("--transcripts", metavar="DIR", help="transcript directory (default: "
-                   "agent_transcripts/ beside the user formula database)")
-    p.add_argument("--formulas", metavar="PATH", help="user formula database")
-    p.add_argument("--db", help="DuckDB file for agent_runs (default $LM_PREDICTOR_DB or "
-                                "./lm_predictor.duckdb)")
-    p.set_defaults(handler=run)
-    module_cmd.gap_filler = module_gap_filler
-
-
-def _limits(args: argparse.Namespace) -> AgentLimits:
-    if args.max_turns < 1 or args.budget_usd <= 0 or args.timeout <= 0 or args.rtol < 0:
-        raise AgentError("--max-turns, --budget-usd and --timeout must be positive and --rtol "
-                         ">= 0")
-    return AgentLimits(max_turns=args.max_turns, max_budget_usd=args.budget_usd,
-                       timeout_s=args.timeout, rtol=args.rtol)
-
-
-def _refuse_existing(registry: Registry, name: str) -> None:
-    """AgentError when `name` already has an entry (re-analysis needs --force)."""
-    existing = registry.find(name)
-    if existing is not None:
-        v = existing.validation
-        raise AgentError(f"{existing.key} already has a formula (layer "
-                         f"{registry.source_of(existing.key)}, source {v.source}, {v.status}"
-                         f"{', ' + str(v.date) if v.date else ''}); pass --force to re-analyse")
-
-
-def run(args: argparse.Namespace) -> int:
-    from formula_db.registry import Registry
-
-    limits = _limits(args)
-    registry = Registry.default(args.formulas)
-    if not args.force:
-        _refuse_existing(registry, args.name)
-    problem = credentials_missing()
-    if problem:
-        raise AgentError(problem)
-    model_id = args.model_id or stored_model_for(args.name, args.db)
-    if model_id is None:
-        raise AgentError(f"no stored run calls {args.name!r}; pass --model-id MODEL to trace "
-                         f"one on meta")
-    _stderr(f"tracing {model_id} on meta at (batch, seq) {AGENT_SHAPES}")
-    traces = trace_model(model_id)
-    class_name = resolve_class_name(traces, args.name)
-    if not args.force:
-        _refuse_existing(registry, class_name)
-    task = make_task(traces, class_name, registry,
-                     note=f"{model_id} on meta, (batch, seq) {AGENT_SHAPES}")
-    _stderr(f"running the formula agent on {class_name} ({len(task.calls)} distinct calls)")
-    result = execute(task, registry, limits,
-                     Path(args.transcripts) if args.transcripts else None, args.claude_model)
-    _record(result, args.db, model_id, _stderr)
-    print(result.report())
-    if result.outcome == "cached":
-        return 0
-    return EXIT_NOT_RECONCILED if result.outcome == "not_reconciled" else 1
 
 
 # --- `lm-predictor module` on a miss -------------------------------------------------------------
 
-def module_gap_filler(name: str, registry: Registry) -> FormulaEntry | None:
-    """Fill a `module` miss with the agent when credentials and a stored trace allow it."""
+def fill_module_gap(name: str, registry: Registry, say: Progress = _stderr
+                    ) -> FormulaEntry | None:
+    """Fill a `module` miss with the agent when credentials and a stored trace allow it (what
+    `lm-predictor module NAME` does on a miss); None when it cannot, saying why via `say`."""
     problem = credentials_missing()
     if problem:
-        _stderr(f"lm-predictor: formula agent not run: {problem}")
+        say(f"lm-predictor: formula agent not run: {problem}")
         return None
     model_id = stored_model_for(name, None)
     if model_id is None:
-        _stderr(f"lm-predictor: formula agent not run: no stored run calls {name!r}; run "
-                f"'lm-predictor agent {name} --model-id MODEL'")
+        say(f"lm-predictor: formula agent not run: no stored run calls {name!r}; run "
+            f"'lm-predictor agent {name} --model-id MODEL'")
         return None
     traces = trace_model(model_id)
     class_name = resolve_class_name(traces, name)
     task = make_task(traces, class_name, registry, note=f"{model_id} on meta")
-    _stderr(f"no formula for {name!r}: running the formula agent on {class_name}")
+    say(f"no formula for {name!r}: running the formula agent on {class_name}")
     result = execute(task, registry, AgentLimits())
-    _record(result, None, model_id, _stderr)
-    _stderr(result.report())
+    _record(result, None, model_id, say)
+    say(result.report())
     return result.entry
 
 
@@ -420,3 +320,45 @@ def fill_gaps(trace: Trace, registry: Registry, *, db: str | os.PathLike[str] | 
         if result.outcome == "cached":
             report.registry = reload_user(report.registry)
     return report
+
+
+# --- one class ---------------------------------------------------------------------------------
+
+def refuse_existing(registry: Registry, name: str) -> None:
+    """AgentError when `name` already has an entry (re-analysis needs force)."""
+    existing = registry.find(name)
+    if existing is not None:
+        v = existing.validation
+        raise AgentError(f"{existing.key} already has a formula (layer "
+                         f"{registry.source_of(existing.key)}, source {v.source}, {v.status}"
+                         f"{', ' + str(v.date) if v.date else ''}); pass --force to re-analyse")
+
+
+def run_for_class(name: str, registry: Registry, limits: AgentLimits, *,
+                  model_id: str | None = None, force: bool = False,
+                  db: str | os.PathLike[str] | None = None, transcripts: Path | None = None,
+                  claude_model: str | None = None, say: Progress = _stderr) -> AgentRun:
+    """Run the agent on one class: the calls come from tracing `model_id` on meta (default: the
+    model of the latest stored run that calls the class); the run is recorded in `agent_runs`."""
+    from lm_predictor.errors import EnvironmentProblem
+
+    if not force:
+        refuse_existing(registry, name)
+    problem = credentials_missing()
+    if problem:
+        raise EnvironmentProblem(problem)
+    model_id = model_id or stored_model_for(name, db)
+    if model_id is None:
+        raise AgentError(f"no stored run calls {name!r}; pass --model-id MODEL to trace one on "
+                         f"meta")
+    say(f"tracing {model_id} on meta at (batch, seq) {AGENT_SHAPES}")
+    traces = trace_model(model_id)
+    class_name = resolve_class_name(traces, name)
+    if not force:
+        refuse_existing(registry, class_name)
+    task = make_task(traces, class_name, registry,
+                     note=f"{model_id} on meta, (batch, seq) {AGENT_SHAPES}")
+    say(f"running the formula agent on {class_name} ({len(task.calls)} distinct calls)")
+    result = execute(task, registry, limits, transcripts, claude_model)
+    _record(result, db, model_id, say)
+    return result

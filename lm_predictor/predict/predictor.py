@@ -6,9 +6,11 @@ parameters are given, every other parameter binds from `config.*`, and nested `{
 pass values down. Nothing is built and nothing is traced.
 
 For sweeps the whole nested formula is reduced once per metric to a closed form in
-(batch, seq_len, kv_len) with sympy (built from the AST, never from text) and compiled into exact
-closures (`lm_predictor.fastform`); a metric whose form cannot be compiled is evaluated exactly
-through the AST at each point.
+(batch, seq_len, kv_len) with sympy (built from the AST, never from text), kept as a JSON tree
+(`closed_form.to_tree`, cached on disk by `predict.cache`) and compiled into exact closures
+(`closed_form.compile_tree`); a metric whose form cannot be compiled is evaluated exactly through
+the AST at each point. A `Predictor` is built from a transformers config (`for_config`) or from
+a cached `Binding` (`from_binding`: no transformers, no torch).
 
 Example:
     >>> p = Predictor.for_model("meta-llama/Llama-3.1-8B")
@@ -17,18 +19,24 @@ Example:
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable
-
-import torch
+from typing import Any
 
 from formula_db.bind import make_roots, plain_config
 from formula_db.errors import FormulaError, UnknownKeyError
 from formula_db.registry import Registry
-from formula_db.schema import METRICS
-from lm_predictor.fastform import compile_expr
+from formula_db.units import METRICS, itemsize
+from lm_predictor.predict.closed_form import Fn, Tree, Unsupported, compile_tree, to_tree
 
 SHAPE_PARAMS = ("batch", "seq_len", "kv_len")
-ITEMSIZE = {"float32": 4, "bfloat16": 2, "float16": 2}
+
+
+@dataclass(frozen=True)
+class Binding:
+    """What a predictor needs besides the registry: plain data, cacheable as JSON."""
+
+    key: str
+    fixed: dict[str, Any]
+    shape_params: tuple[str, ...]
 
 
 @dataclass
@@ -40,13 +48,14 @@ class Predictor:
     registry: Registry
     fixed: dict[str, Any]
     shape_params: tuple[str, ...]
-    _fast: dict[str, Callable[[dict[str, int]], Any] | None] = field(default_factory=dict)
+    _fast: dict[str, Fn | None] = field(default_factory=dict)
+    _trees: dict[str, Tree | None] = field(default_factory=dict)
 
     @classmethod
     def for_config(cls, config: Any, model_id: str = "", registry: Registry | None = None,
                    dtype: str = "float32", architecture: str | None = None) -> "Predictor":
         """Bind the top-level entry's config parameters (raises UnknownKeyError without one)."""
-        from lm_predictor.models import model_class
+        from lm_predictor.models.build import model_class
 
         registry = registry or Registry.default()
         klass = model_class(config, architecture)
@@ -60,16 +69,26 @@ class Predictor:
         shape = tuple(p for p in SHAPE_PARAMS if p in entry.param_names)
         overrides: dict[str, Any] = {p: 1 for p in shape}
         if "s" in entry.param_names:
-            overrides["s"] = ITEMSIZE[dtype]
+            overrides["s"] = int(itemsize(dtype))
         roots = make_roots({}, (), {}, None, plain_config(config))
         bound = registry.bind(key, roots, overrides)
         fixed = {k: v for k, v in bound.items() if k not in shape}
         return cls(model_id, key, registry, fixed, shape)
 
     @classmethod
+    def from_binding(cls, binding: Binding, registry: Registry, model_id: str = "",
+                     trees: dict[str, Tree | None] | None = None) -> "Predictor":
+        """A predictor from a cached binding (and cached closed-form trees, if any)."""
+        return cls(model_id, binding.key, registry, dict(binding.fixed),
+                   tuple(binding.shape_params), _trees=dict(trees or {}))
+
+    def binding(self) -> Binding:
+        return Binding(self.key, dict(self.fixed), tuple(self.shape_params))
+
+    @classmethod
     def for_model(cls, model_id: str, registry: Registry | None = None, dtype: str = "float32",
                   hf_token: str | None = None) -> "Predictor":
-        from lm_predictor.models import resolve_config
+        from lm_predictor.models.resolve import resolve_config
 
         resolved = resolve_config(model_id, hf_token=hf_token)
         return cls.for_config(resolved.config, model_id, registry, dtype)
@@ -86,12 +105,26 @@ class Predictor:
         return self.registry.symbolic(self.key, metric, fixed=self.fixed,
                                       free=list(self.shape_params))
 
-    def compiled(self, metric: str) -> Callable[[dict[str, int]], Any] | None:
+    def tree(self, metric: str) -> Tree | None:
+        """The metric's closed form as a JSON tree (built with sympy once; None: unsupported)."""
+        if metric not in self._trees:
+            try:
+                self._trees[metric] = to_tree(self.closed_form(metric))
+            except (FormulaError, Unsupported, TypeError, ValueError):
+                self._trees[metric] = None
+        return self._trees[metric]
+
+    def trees(self) -> dict[str, Tree | None]:
+        """Every metric's tree (what `predict.cache` stores)."""
+        return {m: self.tree(m) for m in METRICS}
+
+    def compiled(self, metric: str) -> Fn | None:
         """The metric's closed form as an exact closure over the shape (None: use the AST)."""
         if metric not in self._fast:
+            tree = self.tree(metric)
             try:
-                self._fast[metric] = compile_expr(self.closed_form(metric))
-            except (FormulaError, TypeError, ValueError):
+                self._fast[metric] = None if tree is None else compile_tree(tree)
+            except Unsupported:
                 self._fast[metric] = None
         return self._fast[metric]
 
@@ -110,7 +143,3 @@ class Predictor:
                     row[m] = self.registry.evaluate(self.key, m, params)
             out.append({m: row[m] for m in METRICS})
         return out
-
-
-def torch_dtype_name(dtype: torch.dtype) -> str:
-    return str(dtype).removeprefix("torch.")

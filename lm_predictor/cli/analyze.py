@@ -13,44 +13,8 @@ import argparse
 import json
 import sys
 
-from rich.console import Console
-
-DTYPE_NAMES = ("float32", "bfloat16", "float16")
-
-
-def positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
-    return value
-
-
-def non_negative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {value}")
-    return value
-
-
-def add_model_args(p: argparse.ArgumentParser) -> None:
-    """Model and shape flags shared by analyze-like commands."""
-    p.add_argument("--model-id", "--model_id", dest="model_id", required=True,
-                   help="preset name or hub id (gpt2, meta-llama/Llama-3.1-8B), local directory, "
-                        "or config.json path")
-    p.add_argument("--batch-size", "--batch_size", dest="batch_size", type=positive_int, default=1)
-    p.add_argument("--seq-len", "--seq_len", dest="seq_len", type=positive_int, default=128)
-    p.add_argument("--phase", choices=("prefill", "decode"), default="prefill",
-                   help="decode traces one new token against a KV cache of --kv-len tokens")
-    p.add_argument("--kv-len", "--kv_len", dest="kv_len", type=non_negative_int, default=0)
-    p.add_argument("--dtype", choices=DTYPE_NAMES, default="float32")
-    p.add_argument("--device", default="meta",
-                   help="meta (default: no weights, no memory), cpu or cuda")
+from lm_predictor.cli._args import (add_db_arg, add_formulas_arg, add_model_args, positive_int,
+                                    tolerance)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -61,11 +25,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--counter", choices=("dispatch", "fvcore"), default="dispatch",
                    help="fvcore: also count matmul FLOPs with fvcore's FlopCountAnalysis and show "
                         "where it differs (needs --device cpu)")
-    p.add_argument("--rtol", type=float, default=0.0,
+    p.add_argument("--rtol", type=tolerance, default=0.0,
                    help="relative tolerance for 'within_tolerance' (default 0: exact)")
-    p.add_argument("--db", help="DuckDB file (default $LM_PREDICTOR_DB or ./lm_predictor.duckdb)")
+    add_db_arg(p)
     p.add_argument("--no-store", action="store_true", help="do not write the run to DuckDB")
-    p.add_argument("--formulas", metavar="PATH", help="user formula database")
+    add_formulas_arg(p)
     p.add_argument("--fill-gaps", action="store_true",
                    help="run the formula agent for every class without a formula (deepest "
                         "first; needs Claude credentials) and reconcile again")
@@ -78,24 +42,26 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--json", action="store_true", help="print a JSON summary instead of the report")
     p.add_argument("--top", type=positive_int, default=10, help="worst mismatches to show")
     p.add_argument("--analyze", action="store_true", help=argparse.SUPPRESS)  # concept-notes alias
-    p.set_defaults(handler=run)
+    p.set_defaults(handler=cmd_analyze)
 
 
-def run(args: argparse.Namespace) -> int:
+def cmd_analyze(args: argparse.Namespace) -> int:
+    from lm_predictor.errors import UsageError
+
+    if args.phase == "decode" and args.kv_len < 1:
+        raise UsageError("--phase decode needs --kv-len N (tokens already in the KV cache), "
+                         "e.g. --kv-len 1024")
+    if args.plot and not args.hardware:
+        raise UsageError("--plot needs --hardware NAME (the device whose roofline to draw), "
+                         "e.g. --hardware H100-SXM")
+    from lm_predictor.models.presets import check_model_id
+
+    check_model_id(args.model_id)  # a missing path answers before torch is imported
+    from rich.console import Console
+
     from lm_predictor.api import analyze
     from lm_predictor.report import render, render_cross_check, summary
 
-    if args.phase == "decode" and args.kv_len < 1:
-        print("lm-predictor: error: --phase decode needs --kv-len N (tokens already in the KV "
-              "cache), e.g. --kv-len 1024", file=sys.stderr)
-        return 2
-    if args.rtol < 0:
-        print("lm-predictor: error: --rtol must be >= 0", file=sys.stderr)
-        return 2
-    if args.plot and not args.hardware:
-        print("lm-predictor: error: --plot needs --hardware NAME (the device whose roofline to "
-              "draw), e.g. --hardware H100-SXM", file=sys.stderr)
-        return 2
     err = Console(stderr=True)
     with err.status("starting") as status:
         result = analyze(args.model_id, batch_size=args.batch_size, seq_len=args.seq_len,

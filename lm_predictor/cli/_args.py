@@ -1,0 +1,94 @@
+"""Argument types and option groups shared by the subcommands (argparse only: nothing heavy).
+
+Flag spellings of the concept notes are accepted as aliases (`--model_id`, `--batch_size`, ...).
+Values are validated here, before any heavy import: a bad number, a non-finite tolerance or a
+dtype nobody knows is a usage error (exit 2) with a one-line message.
+"""
+from __future__ import annotations
+
+import argparse
+import math
+
+from formula_db.units import MODEL_DTYPES
+
+DB_HELP = "DuckDB run database (default $LM_PREDICTOR_DB or ./lm_predictor.duckdb)"
+MAX_DIM = 2**40  # larger batch/sequence sizes are typos, not models
+
+
+def positive_int(text: str) -> int:
+    """An integer >= 1 (and below 2**40)."""
+    value = _int(text, "a positive integer")
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
+def non_negative_int(text: str) -> int:
+    """An integer >= 0 (and below 2**40)."""
+    value = _int(text, "an integer >= 0")
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {value}")
+    return value
+
+
+def _int(text: str, what: str) -> int:
+    try:
+        value = int(text.replace("_", ""))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
+    if value >= MAX_DIM:
+        raise argparse.ArgumentTypeError(f"{value} is too large (at most {MAX_DIM - 1})")
+    return value
+
+
+def int_list(text: str) -> list[int]:
+    """'1,8,64' -> [1, 8, 64] (each >= 0)."""
+    try:
+        values = [_int(v.strip(), "an integer") for v in text.split(",") if v.strip()]
+    except argparse.ArgumentTypeError as exc:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r} "
+                                         f"({exc})") from None
+    if not values or any(v < 0 for v in values):
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers >= 0, got {text!r}")
+    return values
+
+
+def tolerance(text: str) -> float:
+    """A finite relative tolerance >= 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}") from None
+    if not math.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"expected a finite number >= 0, got {text!r}")
+    return value
+
+
+def add_db_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--db", help=DB_HELP)
+
+
+def add_formulas_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--formulas", metavar="PATH",
+                   help="user formula database (default $LM_PREDICTOR_FORMULAS or the user "
+                        "data dir)")
+
+
+def add_dtype_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--dtype", choices=MODEL_DTYPES, default="float32",
+                   help="model dtype (default float32)")
+
+
+def add_model_args(p: argparse.ArgumentParser) -> None:
+    """Model and shape flags shared by analyze-like commands."""
+    p.add_argument("--model-id", "--model_id", dest="model_id", required=True,
+                   help="preset name or hub id (gpt2, meta-llama/Llama-3.1-8B), local directory, "
+                        "or config.json path")
+    p.add_argument("--batch-size", "--batch_size", dest="batch_size", type=positive_int, default=1)
+    p.add_argument("--seq-len", "--seq_len", dest="seq_len", type=positive_int, default=128)
+    p.add_argument("--phase", choices=("prefill", "decode"), default="prefill",
+                   help="decode traces one new token against a KV cache of --kv-len tokens")
+    p.add_argument("--kv-len", "--kv_len", dest="kv_len", type=non_negative_int, default=0)
+    add_dtype_arg(p)
+    p.add_argument("--device", default="meta",
+                   help="meta (default: no weights, no memory), cpu or cuda")

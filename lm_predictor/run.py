@@ -1,0 +1,190 @@
+"""The one pipeline: model → config → module → inputs → trace → reconcile → run metadata.
+
+`analyze`, `check`, the formula agent and `lm_predictor.testing` all trace through
+`trace_run`, so every run carries the same metadata (tool, torch and transformers versions) and
+the same inputs. Storing is one more call (`store_run`); the CLI and `api.analyze` add the
+optional stages (fvcore cross-check, the agent, hardware estimates) around it.
+
+Stages, each skippable by passing its result in:
+1. resolve: `RunSpec.model_id` → a transformers config (`models.resolve`), unless `config` is given;
+2. size: on a real device, refuse a model that does not fit (`models.memory`);
+3. build: config → module on the device in the dtype (`models.build`), unless `model` is given;
+4. inputs: prefill or decode inputs (`models.inputs`), no attention mask (see there);
+5. trace: one forward pass under `torch.inference_mode` (`tracing.trace`);
+6. reconcile: every call against the formula registry (`reconcile`), unless `registry` is None.
+
+Example:
+    >>> out = trace_run(RunSpec("gpt2", batch_size=2, seq_len=16), Registry.default())
+    >>> out.recon.coverage, out.meta.tool_version
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Any, Callable, Literal
+
+import torch
+import transformers
+
+from formula_db.registry import Registry
+from formula_db.units import MODEL_DTYPES
+from lm_predictor import __version__, settings
+from lm_predictor.errors import ModelError
+from lm_predictor.models.build import build_model
+from lm_predictor.models.inputs import build_inputs
+from lm_predictor.models.resolve import ResolvedConfig, config_hash, resolve_config
+from lm_predictor.reconcile import reconcile
+from lm_predictor.results import Reconciliation, RunMeta
+from tracing import Trace, trace
+
+Progress = Callable[[str], None]
+Phase = Literal["prefill", "decode"]
+
+
+def torch_dtype(name: str) -> torch.dtype:
+    """The torch dtype of a model dtype name (ModelError for any other)."""
+    if name not in MODEL_DTYPES:
+        raise ModelError(f"unknown dtype {name!r}; choose one of {', '.join(MODEL_DTYPES)}")
+    return getattr(torch, name)
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """What to run: the model and the shape, dtype and device of one forward pass."""
+
+    model_id: str
+    batch_size: int = 1
+    seq_len: int = 128
+    phase: Phase = "prefill"
+    kv_len: int = 0
+    dtype: str = "float32"
+    device: str = "meta"
+    rtol: float = 0.0
+    counter: str = "dispatch"
+
+    @property
+    def new_tokens(self) -> int:
+        """Tokens processed by the pass: 1 in decode, `seq_len` in prefill."""
+        return 1 if self.phase == "decode" else self.seq_len
+
+    def where(self) -> str:
+        """'batch 2, seq 16, prefill' (plus ', kv N' with a cache), for messages."""
+        return (f"batch {self.batch_size}, seq {self.new_tokens}, {self.phase}"
+                + (f", kv {self.kv_len}" if self.kv_len else ""))
+
+
+@dataclass
+class RunOutput:
+    """A traced (and, with a registry, reconciled) run, ready to store or report."""
+
+    spec: RunSpec
+    meta: RunMeta
+    trace: Trace
+    recon: Reconciliation | None
+    config: Any
+    model: torch.nn.Module
+    inputs: dict[str, Any]
+    formulas: dict[str, dict[str, Any]] = field(default_factory=dict)
+    note: str = ""
+
+
+def formulas_used(trace_: Trace, registry: Registry) -> dict[str, dict[str, Any]]:
+    """Snapshot of every entry the run used (directly or through nested calls)."""
+    keys = {registry.resolve_key(c.formula_key) for c in trace_.calls} - {None}
+    todo, seen = list(keys), set()
+    while todo:
+        key = todo.pop()
+        if key in seen:
+            continue
+        seen.add(key)
+        todo.extend(registry.get(key).module_depends)
+    return {k: {"layer": registry.source_of(k), **registry.get(k).model_dump(mode="json")}
+            for k in sorted(seen)}
+
+
+def run_meta(spec: RunSpec, config_hash_: str, label: str | None = None) -> RunMeta:
+    """The `runs` row of a traced spec, with this tool's and the libraries' versions."""
+    return RunMeta(model_id=label or spec.model_id, config_hash=config_hash_, phase=spec.phase,
+                   batch_size=spec.batch_size, seq_len=spec.new_tokens, kv_len=spec.kv_len,
+                   dtype=spec.dtype, device=spec.device, counter=spec.counter, rtol=spec.rtol,
+                   tool_version=__version__, torch_version=torch.__version__,
+                   transformers_version=transformers.__version__)
+
+
+def forward_traced(model: torch.nn.Module, inputs: dict[str, Any]) -> Trace:
+    """One forward pass of `model(**inputs)` under inference mode, traced."""
+    with torch.inference_mode(), trace(model) as t:
+        model(**inputs)
+    return t
+
+
+def resolve(spec: RunSpec) -> ResolvedConfig:
+    """Stage 1: the spec's model id as a config."""
+    return resolve_config(spec.model_id, hf_token=settings.hf_token())
+
+
+def trace_run(spec: RunSpec, registry: Registry | None, *, config: Any = None,
+              model: torch.nn.Module | None = None, label: str | None = None,
+              progress: Progress | None = None) -> RunOutput:
+    """Run the pipeline for `spec` (see the module docstring). `config` / `model` skip
+    resolution / building (a suite reuses one built model for many shapes); `label` names the
+    run instead of the model id; `registry=None` skips reconciliation."""
+    say = progress or (lambda _msg: None)
+    dtype = torch_dtype(spec.dtype)
+    note = ""
+    if config is None:
+        say(f"resolving {spec.model_id}")
+        resolved = resolve(spec)
+        config, note = resolved.config, resolved.note
+        chash = resolved.config_hash
+    else:
+        chash = config_hash(config)
+    if model is None:
+        if torch.device(spec.device).type != "meta":
+            from lm_predictor.models.memory import check_fits, estimate_memory
+
+            check_fits(estimate_memory(config, batch_size=spec.batch_size, seq_len=spec.seq_len,
+                                       kv_len=spec.kv_len, dtype=dtype), spec.device)
+        say(f"building {label or spec.model_id} on {spec.device}")
+        model = build_model(config, device=spec.device, dtype=dtype)
+    # no attention_mask on any device: an all-ones mask changes nothing but would make the
+    # counted ops (mask construction, masked softmax) differ between meta and real devices
+    inputs = build_inputs(model, config, batch_size=spec.batch_size, seq_len=spec.seq_len,
+                          phase=spec.phase, kv_len=spec.kv_len, device=spec.device,
+                          attention_mask=False)
+    limit = getattr(config.get_text_config(), "max_position_embeddings", None)
+    say("tracing one forward pass")
+    try:
+        t = forward_traced(model, inputs)
+    except (RuntimeError, IndexError, ValueError, TypeError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        hint = (f"; the model accepts at most {limit} positions"
+                if isinstance(limit, int) and spec.new_tokens + spec.kv_len > limit else "")
+        raise ModelError(f"the forward pass of {label or spec.model_id} failed at "
+                         f"{spec.where()}: {first}{hint}; nothing was stored") from None
+    if isinstance(limit, int) and spec.new_tokens + spec.kv_len > limit:
+        note = (note + "; " if note else "") + (
+            f"warning: {spec.new_tokens + spec.kv_len} positions exceed the model's "
+            f"max_position_embeddings ({limit}); a real device would fail or extrapolate")
+    recon, formulas = None, {}
+    if registry is not None:
+        say("reconciling")
+        recon = reconcile(t, registry, spec.rtol)
+        formulas = formulas_used(t, registry)
+    return RunOutput(spec, run_meta(spec, chash, label), t, recon, config, model, inputs,
+                     formulas, note)
+
+
+def rereconcile(out: RunOutput, registry: Registry) -> RunOutput:
+    """The same run reconciled against another registry (after the agent added entries)."""
+    return replace(out, recon=reconcile(out.trace, registry, out.spec.rtol),
+                   formulas=formulas_used(out.trace, registry))
+
+
+def store_run(out: RunOutput, db: Any = None, estimates: list[dict[str, Any]] | None = None
+              ) -> str:
+    """Write a reconciled run (and its estimate rows) to the run database; returns its run_id."""
+    from lm_predictor.store import Store
+
+    if out.recon is None:
+        raise ValueError("store_run needs a reconciled run (trace_run with a registry)")
+    return Store(db).write_run(out.meta, out.trace, out.recon, out.formulas, estimates=estimates)
