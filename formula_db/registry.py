@@ -17,6 +17,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from collections.abc import Iterator
 from typing import Any, Mapping
 
 from formula_db.ast import Call, walk
@@ -26,7 +27,7 @@ from formula_db.evaluate import Callee, Env, evaluate, exact
 from formula_db.naming import dotted_name, is_key, key_for, public_name
 from formula_db.paths import BUILTIN_PATH, ZOO_DIR, builtin_paths, user_db_path  # noqa: F401
 from formula_db.schema import METRICS, FormulaDatabase, FormulaEntry, ParamValue
-from formula_db.store import load_database
+from formula_db.store import full_class_name, load_database, load_trusted
 
 @dataclass(frozen=True)
 class Layer:
@@ -37,27 +38,42 @@ class Layer:
     db: FormulaDatabase
 
 
+class _EntryView(Mapping[str, FormulaEntry]):
+    """The registry's merged view: each key read from the top layer that holds it."""
+
+    def __init__(self) -> None:
+        self.where: dict[str, Mapping[str, FormulaEntry]] = {}
+
+    def __getitem__(self, key: str) -> FormulaEntry:
+        return self.where[key][key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.where)
+
+    def __len__(self) -> int:
+        return len(self.where)
+
+
 class Registry:
     """Formula entries from a stack of layers, later layers overriding earlier ones."""
 
     def __init__(self, layers: list[Layer]) -> None:
         self.layers = layers
-        self._entries: dict[str, FormulaEntry] = {}
+        self._entries = _EntryView()  # key -> entry of the top layer holding it
         self._source: dict[str, str] = {}
         self._by_name: dict[str, str] = {}
         self._callees: dict[tuple[str, str], Callee] = {}  # entries are immutable once loaded
         for layer in layers:
-            for key, entry in layer.db.entries.items():
-                self._entries[key] = entry
+            for key in layer.db.entries:
+                self._entries.where[key] = layer.db.entries
                 self._source[key] = layer.name
-                self._by_name[entry.full_class_name] = key
+                self._by_name[full_class_name(layer.db.entries, key)] = key
 
     @classmethod
     def default(cls, user_path: str | os.PathLike[str] | None = None,
                 include_user: bool = True) -> "Registry":
         """Builtin database plus the user database (if it exists)."""
-        layers = [Layer("builtin", path, load_database(path, missing_ok=False))
-                  for path in builtin_paths()]
+        layers = [Layer("builtin", path, load_trusted(path)) for path in builtin_paths()]
         if include_user:
             path = user_db_path(user_path)
             layers.append(Layer("user", path, load_database(path)))

@@ -44,7 +44,7 @@ from pydantic import (BaseModel, ConfigDict, Field, NonNegativeFloat, PositiveFl
 
 from formula_db.files import LOCK_TIMEOUT_S, LockTimeout, locked, write_atomic
 from formula_db.units import UnknownDTypeError, dtype_info
-from hardware.errors import HardwareError
+from hardware.errors import DevicesFileError, HardwareError
 
 BUILTIN_PATH = Path(__file__).with_name("devices.json")
 DEVICES_ENV = "LM_PREDICTOR_DEVICES"
@@ -189,12 +189,12 @@ def parse_devices(text: str, origin: str) -> DeviceFile:
     try:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
-        raise HardwareError(f"device file {origin} is not valid JSON (line {exc.lineno} column "
+        raise DevicesFileError(f"device file {origin} is not valid JSON (line {exc.lineno} column "
                             f"{exc.colno}: {exc.msg}); fix it or move it away") from None
     try:
         parsed = DeviceFile.model_validate(data)
     except ValidationError as exc:
-        raise HardwareError(f"device file {origin} is malformed: {_first_error(exc)}; fix the "
+        raise DevicesFileError(f"device file {origin} is malformed: {_first_error(exc)}; fix the "
                             f"entry or move the file away") from None
     for name, device in parsed.devices.items():
         device.name = name
@@ -210,7 +210,7 @@ def load_devices(path: Path, missing_ok: bool = True) -> DeviceFile:
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
-        raise HardwareError(f"cannot read device file {path}: {exc.strerror}") from None
+        raise DevicesFileError(f"cannot read device file {path}: {exc.strerror}") from None
     return parse_devices(text, str(path))
 
 
@@ -286,5 +286,5 @@ def save_user_device(device: Device, path: str | os.PathLike[str] | None = None,
             parse_devices(text, str(target))  # never write what we could not read back
             write_atomic(target, text + "\n")
     except LockTimeout as exc:
-        raise HardwareError(str(exc)) from None
+        raise DevicesFileError(str(exc)) from None
     return target

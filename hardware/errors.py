@@ -8,3 +8,7 @@ from __future__ import annotations
 
 class HardwareError(Exception):
     """A device catalog or estimate problem, worded as one line naming the cause and the fix."""
+
+
+class DevicesFileError(HardwareError):
+    """A devices file that is damaged, unreadable or locked (a store problem, not bad input)."""

@@ -72,8 +72,10 @@ def exit_code_of(exc: BaseException) -> int | None:
         return EXIT_INPUT
     if isinstance(exc, DatabaseError):
         return EXIT_STORE
-    from hardware.errors import HardwareError
+    from hardware.errors import DevicesFileError, HardwareError
 
+    if isinstance(exc, DevicesFileError):
+        return EXIT_STORE
     if isinstance(exc, HardwareError):
         return EXIT_INPUT
     return None

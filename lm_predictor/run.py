@@ -27,13 +27,14 @@ import transformers
 
 from formula_db.registry import Registry
 from formula_db.units import MODEL_DTYPES
-from lm_predictor import __version__, settings
+from lm_predictor import settings
 from lm_predictor.errors import ModelError
 from lm_predictor.models.build import build_model
 from lm_predictor.models.inputs import build_inputs
 from lm_predictor.models.resolve import ResolvedConfig, config_hash, resolve_config
 from lm_predictor.reconcile import reconcile
 from lm_predictor.results import Reconciliation, RunMeta
+from lm_predictor.version import __version__
 from tracing import Trace, trace
 
 Progress = Callable[[str], None]

@@ -117,7 +117,7 @@ def test_report_renders(tiny_gpt2: Path, capsys: pytest.CaptureFixture[str]) -> 
 
 def test_bad_inputs_get_one_line_errors(tmp_path: Path, tiny_gpt2: Path,
                                         capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["analyze", "--model-id", "nobody/no-such-model", "--no-store"]) == 1
+    assert main(["analyze", "--model-id", "nobody/no-such-model", "--no-store"]) == 5
     err = capsys.readouterr().err.strip()
     assert "\n" not in err and "gpt2" in err  # lists the presets
     assert main(["analyze", "--model-id", "gpt2", "--phase", "decode", "--no-store"]) == 2
@@ -130,7 +130,7 @@ def test_bad_inputs_get_one_line_errors(tmp_path: Path, tiny_gpt2: Path,
     corrupt.write_bytes(b"this is not a duckdb file" * 10)
     before = corrupt.read_bytes()
     assert main(["analyze", "--model-id", str(tiny_gpt2), "--seq-len", "3", "--db",
-                 str(corrupt)]) == 1
+                 str(corrupt)]) == 7
     err = capsys.readouterr().err.strip()
     assert "\n" not in err and "corrupt.duckdb" in err
     assert corrupt.read_bytes() == before
@@ -158,7 +158,7 @@ def test_forward_failure_stores_nothing(tiny_gpt2: Path, tmp_path: Path,
     monkeypatch.setattr(run_module, "build_model", failing_build)
     code = main(["analyze", "--model-id", str(tiny_gpt2), "--seq-len", "3", "--db", str(db)])
     err = capsys.readouterr().err.strip()
-    assert code == 1 and "\n" not in err and "boom inside forward" in err
+    assert code == 5 and "\n" not in err and "boom inside forward" in err
     assert "nothing was stored" in err
     assert Store(db).query("SELECT count(*) FROM runs")[1][0][0] == 1  # the earlier run only
 
@@ -177,5 +177,5 @@ def test_fvcore_cross_check(tiny_gpt2: Path, capsys: pytest.CaptureFixture[str])
     sdpa = 2 * (2 * batch * heads * seq * seq * (hidden // heads))
     assert attn["dispatch_flops"] - attn["fvcore_flops"] == sdpa
     assert main(["analyze", "--model-id", str(tiny_gpt2), "--counter", "fvcore",
-                 "--no-store"]) == 1
+                 "--no-store"]) == 5
     assert "--device cpu" in capsys.readouterr().err

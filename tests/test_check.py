@@ -58,8 +58,8 @@ def test_check_passes_then_detects_a_regression(suite: Path, tmp_path: Path,
 def test_bad_suite_file_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     bad = tmp_path / "bad.json"
     bad.write_text('{"name": "x", "models": [{"model_id": "gpt2", "shapes": "nope"}]}')
-    assert main(["check", "--suite", str(bad), "--db", str(tmp_path / "d.duckdb")]) == 1
+    assert main(["check", "--suite", str(bad), "--db", str(tmp_path / "d.duckdb")]) == 5
     err = capsys.readouterr().err.strip()
     assert "\n" not in err and "bad.json" in err
-    assert main(["check", "--suite", str(tmp_path / "missing.json")]) == 1
+    assert main(["check", "--suite", str(tmp_path / "missing.json")]) == 5
     assert "neither 'zoo' nor a file" in capsys.readouterr().err

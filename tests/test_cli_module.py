@@ -114,7 +114,7 @@ def test_bad_eval_token_exits_5(capsys, user_db):
     assert err == "lm-predictor: error: --eval expects NAME=VALUE, got 'a2'\n"
     code, _, err = run(capsys, "module", "clitest.Pair_Layer", "--eval", "a=1", "zz=2",
                        "--formulas", str(user_db))
-    assert code == 1 and err.count("\n") == 1 and "unknown parameter(s) zz" in err
+    assert code == 5 and err.count("\n") == 1 and "unknown parameter(s) zz" in err
 
 
 def test_corrupt_user_db_exits_7(capsys, tmp_path, monkeypatch):

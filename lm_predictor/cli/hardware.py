@@ -149,6 +149,7 @@ def _catalog(args: argparse.Namespace) -> Catalog:
 # --- list / show ---------------------------------------------------------------------------------
 
 def run_list(args: argparse.Namespace) -> int:
+    from rich.console import Console
     from hardware.report import device_summary, devices_table
 
     catalog = _catalog(args)
@@ -163,6 +164,7 @@ def run_list(args: argparse.Namespace) -> int:
 
 
 def run_show(args: argparse.Namespace) -> int:
+    from rich.console import Console
     from hardware.report import device_summary, render_device
 
     device = _catalog(args).get(args.name)
@@ -176,6 +178,7 @@ def run_show(args: argparse.Namespace) -> int:
 # --- calibrate -----------------------------------------------------------------------------------
 
 def run_calibrate(args: argparse.Namespace) -> int:
+    from rich.console import Console
     import torch
 
     from hardware.calibrate import calibrate, to_device
@@ -211,6 +214,7 @@ def run_calibrate(args: argparse.Namespace) -> int:
 # --- fit ---------------------------------------------------------------------------------------
 
 def run_fit(args: argparse.Namespace) -> int:
+    from rich.console import Console
     from hardware.catalog import Efficiency, normalize_dtype, save_user_device
     from hardware.fit import Factors, fit
     from hardware.roofline import Peaks, with_efficiency
@@ -266,6 +270,7 @@ def _pct(value: Any) -> str:
 
 
 def _render_fit(summary: dict[str, Any], console: Console) -> None:
+    from rich.table import Table
     before, after = summary["before"], summary["after"]
     console.print(f"fit of {summary['hardware']} ({summary['dtype']}, {summary['level']} level, "
                   f"{summary['runs']} runs, {summary['fit_samples']} fit / "
@@ -299,6 +304,7 @@ def _render_fit(summary: dict[str, Any], console: Console) -> None:
 # --- estimate a stored run -----------------------------------------------------------------------
 
 def run_estimate(args: argparse.Namespace) -> int:
+    from rich.console import Console
     from hardware.report import render_time, time_summary
     from hardware.roofline import estimate_calls
     from lm_predictor.estimate import load_runs
@@ -323,6 +329,8 @@ def run_estimate(args: argparse.Namespace) -> int:
 # --- memory fit ----------------------------------------------------------------------------------
 
 def run_memory(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.table import Table
     import torch
 
     from hardware.memory_fit import MemoryNeeds, fit_memory

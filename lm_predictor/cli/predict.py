@@ -90,11 +90,12 @@ def cmd_predict(args: argparse.Namespace) -> int:
         from lm_predictor.predict.cache import installed_version
         from lm_predictor.results import RunMeta
         from lm_predictor.store import Store
+        from lm_predictor.version import __version__
 
         meta = RunMeta(model_id=args.model_id, config_hash=prediction.config_hash,
                        phase=args.phase, batch_size=points[0][0], seq_len=points[0][1],
                        kv_len=points[0][2], dtype=args.dtype, device="none", counter="formula",
-                       tool_version=installed_version("lm-predictor"),
+                       tool_version=__version__,
                        torch_version=installed_version("torch"),
                        transformers_version=installed_version("transformers"))
         run_id = Store(args.db).write_predicted_run(meta, rows)

@@ -19,9 +19,17 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from lm_predictor.predict.predictor import Binding
-
 CACHE_VERSION = 1
+
+
+@dataclass(frozen=True)
+class Binding:
+    """What a predictor needs besides the registry: its top-level formula key, the parameters
+    bound from the config, and the free shape parameters. Plain data, cacheable as JSON."""
+
+    key: str
+    fixed: dict[str, Any]
+    shape_params: tuple[str, ...]
 
 
 @dataclass

@@ -25,18 +25,10 @@ from formula_db.bind import make_roots, plain_config
 from formula_db.errors import FormulaError, UnknownKeyError
 from formula_db.registry import Registry
 from formula_db.units import METRICS, itemsize
+from lm_predictor.predict.cache import Binding
 from lm_predictor.predict.closed_form import Fn, Tree, Unsupported, compile_tree, to_tree
 
 SHAPE_PARAMS = ("batch", "seq_len", "kv_len")
-
-
-@dataclass(frozen=True)
-class Binding:
-    """What a predictor needs besides the registry: plain data, cacheable as JSON."""
-
-    key: str
-    fixed: dict[str, Any]
-    shape_params: tuple[str, ...]
 
 
 @dataclass

@@ -144,7 +144,7 @@ def test_agent_command_force_and_not_reconciled(isolated: Path, tiny_llama: str,
         {**RMSNORM, "vector_flops": "4 * ${rows} * ${h}"})}), Say("close enough?")])
     code = main(["agent", "LlamaRMSNorm", "--model-id", tiny_llama])
     _, err = capsys.readouterr()
-    assert code == 1 and "already has a formula" in err and "source agent" in err
+    assert code == 5 and "already has a formula" in err and "source agent" in err
     assert "--force" in err and factory.tasks == []
     transcripts = isolated / "transcripts"
     code = main(["agent", "LlamaRMSNorm", "--model-id", tiny_llama, "--force",

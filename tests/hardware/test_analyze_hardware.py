@@ -64,12 +64,12 @@ def test_bad_hardware_input(tiny_gpt2: Path, tmp_path: Path,
                             capsys: pytest.CaptureFixture[str]) -> None:
     db = tmp_path / "runs.duckdb"
     assert main(["analyze", "--model-id", str(tiny_gpt2), "--hardware", "B300", "--db",
-                 str(db)]) == 1
+                 str(db)]) == 5
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "unknown hardware 'B300'" in err and "H100-SXM" in err
     assert not db.exists()  # failed before any work
     assert main(["analyze", "--model-id", str(tiny_gpt2), "--hardware", "T4", "--dtype",
-                 "bfloat16", "--no-store"]) == 1
+                 "bfloat16", "--no-store"]) == 5
     assert "T4 lists no bf16 matmul peak" in capsys.readouterr().err
     assert main(["analyze", "--model-id", str(tiny_gpt2), "--plot", "x.png",
                  "--no-store"]) == 2
@@ -111,7 +111,7 @@ def test_fit_and_estimate_on_stored_cpu_runs(tiny_gpt2: Path, tmp_path: Path,
                     f"hardware = 'L4'") == rows(
         db, f"SELECT count(*) FROM calls WHERE run_id = '{run_ids[0]}'")
     assert main(["hardware", "estimate", "--run", "nope", "--hardware", "L4", "--db",
-                 str(db)]) == 1
+                 str(db)]) == 5
     assert "no traced run 'nope'" in capsys.readouterr().err
 
 
@@ -120,7 +120,7 @@ def test_fit_without_measured_runs_is_a_clear_error(tiny_gpt2: Path, tmp_path: P
     db = tmp_path / "runs.duckdb"
     assert main(["analyze", "--model-id", str(tiny_gpt2), "--db", str(db), "--json"]) == 0
     capsys.readouterr()
-    assert main(["hardware", "fit", "--hardware", "H100", "--db", str(db)]) == 1
+    assert main(["hardware", "fit", "--hardware", "H100", "--db", str(db)]) == 5
     err = capsys.readouterr().err
     assert "no stored runs with measured wall times" in err and "--device cpu" in err
 

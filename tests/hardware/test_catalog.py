@@ -67,7 +67,7 @@ def test_unknown_device_lists_the_known_ones() -> None:
 
 
 def test_unknown_device_on_the_cli(capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["hardware", "show", "h1000"]) == 1
+    assert main(["hardware", "show", "h1000"]) == 5
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "did you mean H100-SXM" in err and "known:" in err
 
@@ -111,7 +111,7 @@ def test_malformed_user_entry_names_file_and_field(user_devices: Path, devices: 
 def test_corrupt_user_file_is_one_line_error(user_devices: Path,
                                              capsys: pytest.CaptureFixture[str]) -> None:
     user_devices.write_text('{"devices": {')
-    assert main(["hardware", "list"]) == 1
+    assert main(["hardware", "list"]) == 7
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and str(user_devices) in err and "not valid JSON" in err
 
