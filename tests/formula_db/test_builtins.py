@@ -128,3 +128,37 @@ def test_every_builtin_is_covered_and_validated() -> None:
 
 def test_registry_is_sound() -> None:
     assert REG.check() == []
+
+
+def test_every_builtin_file_validates_eagerly() -> None:
+    """The registry reads builtin files lazily (`load_trusted`); here every entry of every
+    builtin file is validated at once, and the lazy view yields the same entries."""
+    from formula_db.paths import builtin_paths
+    from formula_db.store import load_trusted
+
+    for path in builtin_paths():
+        eager = load_database(path, missing_ok=False)
+        lazy = load_trusted(path)
+        assert sorted(eager.entries) == sorted(lazy.entries)
+        for key, entry in eager.entries.items():
+            assert lazy.entries[key].model_dump() == entry.model_dump()
+
+
+def test_a_damaged_lazy_entry_fails_on_first_use(tmp_path) -> None:
+    import json
+
+    import pytest
+
+    from formula_db.errors import DatabaseError
+    from formula_db.registry import Layer, Registry
+    from formula_db.store import load_trusted
+
+    data = json.loads(BUILTIN_PATH.read_text())
+    key = "torch__nn__Linear"
+    data["entries"][key]["flops"] = "2 * ${rows"
+    path = tmp_path / "module_db.json"
+    path.write_text(json.dumps(data))
+    reg = Registry([Layer("builtin", path, load_trusted(path))])
+    assert reg.resolve_key("torch.nn.ReLU") is not None
+    with pytest.raises(DatabaseError, match=key):
+        reg.get(key)
