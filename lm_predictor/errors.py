@@ -64,6 +64,8 @@ def exit_code_of(exc: BaseException) -> int | None:
     """The exit code for one of the project's errors; None for anything else (a bug)."""
     if isinstance(exc, PredictorError):
         return exc.exit_code
+    if type(exc).__module__.split(".")[0] == "duckdb":  # a database error no layer wrapped
+        return EXIT_STORE
     from formula_db.errors import DatabaseError, FormulaError, UnknownKeyError
 
     if isinstance(exc, UnknownKeyError):

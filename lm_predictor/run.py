@@ -48,6 +48,29 @@ def torch_dtype(name: str) -> torch.dtype:
     return getattr(torch, name)
 
 
+def check_device(device: str) -> None:
+    """ModelError for a device torch does not know or this tool does not run on;
+    EnvironmentProblem for a CUDA device this machine does not have."""
+    from lm_predictor.errors import EnvironmentProblem
+
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ModelError(f"unknown device {device!r}; use meta (no memory), cpu, cuda or "
+                         f"cuda:N") from None
+    if dev.type in ("meta", "cpu"):
+        return
+    if dev.type != "cuda":
+        raise ModelError(f"device type {dev.type!r} is not supported; use meta, cpu or cuda")
+    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if count == 0:
+        raise EnvironmentProblem(f"--device {device}: no CUDA device is available here; use "
+                                 f"--device meta (no weights, no memory) or cpu")
+    if dev.index is not None and dev.index >= count:
+        raise EnvironmentProblem(f"--device {device}: this machine has {count} CUDA device(s) "
+                                 f"(cuda:0..cuda:{count - 1})")
+
+
 @dataclass(frozen=True)
 class RunSpec:
     """What to run: the model and the shape, dtype and device of one forward pass."""
@@ -131,6 +154,7 @@ def trace_run(spec: RunSpec, registry: Registry | None, *, config: Any = None,
     run instead of the model id; `registry=None` skips reconciliation."""
     say = progress or (lambda _msg: None)
     dtype = torch_dtype(spec.dtype)
+    check_device(spec.device)
     note = ""
     if config is None:
         say(f"resolving {spec.model_id}")

@@ -336,7 +336,12 @@ def test_version_0_database_is_migrated(db: Path, with_meta: bool) -> None:
             con.execute("CREATE TABLE meta (key VARCHAR PRIMARY KEY, value VARCHAR NOT NULL)")
             con.execute("INSERT INTO meta VALUES ('schema_version', '0')")
     store = Store(db)
-    (old,) = store.list_runs()  # a read migrates too
+    before = digest(db)
+    with pytest.raises(StoreError, match="lm-predictor migrate"):
+        store.list_runs()  # a read never migrates
+    assert digest(db) == before
+    assert store.migrate() == (0, SCHEMA_VERSION)
+    (old,) = store.list_runs()
     assert (old["run_id"], old["kind"], old["measured_flops"]) == ("old-run", "traced", 42)
     assert rows(db, "SELECT value FROM meta WHERE key = 'schema_version'") == [
         (str(SCHEMA_VERSION),)]

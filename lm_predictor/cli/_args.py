@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
+import re
 
 from formula_db.units import MODEL_DTYPES
 
@@ -64,6 +66,26 @@ def tolerance(text: str) -> float:
     return value
 
 
+DEVICE = re.compile(r"^(meta|cpu|cuda(:\d+)?)$")
+
+
+def device_name(text: str) -> str:
+    """meta, cpu, cuda or cuda:N (whether it exists is checked when the run starts)."""
+    if not DEVICE.match(text.strip().lower()):
+        raise argparse.ArgumentTypeError(f"unknown device {text!r}; use meta (no memory), cpu, "
+                                         f"cuda or cuda:N")
+    return text.strip().lower()
+
+
+def output_file(text: str) -> str:
+    """A file to write: its folder must exist (no folder is ever created for an output)."""
+    folder = os.path.dirname(os.path.abspath(os.path.expanduser(text)))
+    if not os.path.isdir(folder):
+        raise argparse.ArgumentTypeError(f"folder {folder} does not exist; create it first or "
+                                         f"write elsewhere")
+    return text
+
+
 def add_db_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument("--db", help=DB_HELP)
 
@@ -85,10 +107,12 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
                    help="preset name or hub id (gpt2, meta-llama/Llama-3.1-8B), local directory, "
                         "or config.json path")
     p.add_argument("--batch-size", "--batch_size", dest="batch_size", type=positive_int, default=1)
-    p.add_argument("--seq-len", "--seq_len", dest="seq_len", type=positive_int, default=128)
+    p.add_argument("--seq-len", "--seq_len", dest="seq_len", type=positive_int, default=None,
+                   help="prompt tokens in prefill (default 128); decode processes one token, so "
+                        "--seq-len is refused there")
     p.add_argument("--phase", choices=("prefill", "decode"), default="prefill",
                    help="decode traces one new token against a KV cache of --kv-len tokens")
     p.add_argument("--kv-len", "--kv_len", dest="kv_len", type=non_negative_int, default=0)
     add_dtype_arg(p)
-    p.add_argument("--device", default="meta",
-                   help="meta (default: no weights, no memory), cpu or cuda")
+    p.add_argument("--device", type=device_name, default="meta",
+                   help="meta (default: no weights, no memory), cpu, cuda or cuda:N")

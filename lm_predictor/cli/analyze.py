@@ -13,8 +13,8 @@ import argparse
 import json
 import sys
 
-from lm_predictor.cli._args import (add_db_arg, add_formulas_arg, add_model_args, positive_int,
-                                    tolerance)
+from lm_predictor.cli._args import (add_db_arg, add_formulas_arg, add_model_args, output_file,
+                                    positive_int, tolerance)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -36,7 +36,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--hardware", metavar="NAME",
                    help="add roofline time estimates per call on this device (lm-predictor "
                         "hardware list), stored in the estimates table")
-    p.add_argument("--plot", metavar="FILE.png",
+    p.add_argument("--plot", metavar="FILE.png", type=output_file,
                    help="with --hardware: write a roofline chart and a time breakdown by class "
                         "(two panels, one PNG)")
     p.add_argument("--json", action="store_true", help="print a JSON summary instead of the report")
@@ -51,6 +51,10 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     if args.phase == "decode" and args.kv_len < 1:
         raise UsageError("--phase decode needs --kv-len N (tokens already in the KV cache), "
                          "e.g. --kv-len 1024")
+    if args.phase == "decode" and args.seq_len not in (None, 1):
+        raise UsageError("--seq-len is not used with --phase decode (one new token per step); "
+                         "drop it, or use --phase prefill with --kv-len for a chunked prefill")
+    args.seq_len = args.seq_len or 128
     if args.plot and not args.hardware:
         raise UsageError("--plot needs --hardware NAME (the device whose roofline to draw), "
                          "e.g. --hardware H100-SXM")

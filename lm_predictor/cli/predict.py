@@ -27,7 +27,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                                    "shape alone: nothing is built or traced.")
     p.add_argument("--model-id", "--model_id", dest="model_id", required=True)
     p.add_argument("--batch-size", "--batch_size", dest="batch_size", type=int_list, default=[1])
-    p.add_argument("--seq-len", "--seq_len", dest="seq_len", type=int_list, default=[128])
+    p.add_argument("--seq-len", "--seq_len", dest="seq_len", type=int_list, default=None,
+                   help="prompt lengths in prefill (default 128); refused with --phase decode")
     p.add_argument("--phase", choices=("prefill", "decode"), default="prefill")
     p.add_argument("--kv-len", "--kv_len", dest="kv_len", type=int_list, default=[0])
     add_dtype_arg(p)
@@ -59,11 +60,14 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
     if args.phase == "decode":
         seqs = [1]
+        if args.seq_len not in (None, [1]):
+            raise UsageError("--seq-len is not used with --phase decode (one new token per "
+                             "step); drop it, or sweep --kv-len instead")
         if args.kv_len == [0]:
             raise UsageError("--phase decode needs --kv-len N[,M...] (tokens already in the KV "
                              "cache), e.g. --kv-len 1024")
     else:
-        seqs = args.seq_len
+        seqs = args.seq_len or [128]
     if 0 in args.batch_size or (args.phase == "prefill" and 0 in seqs):
         raise UsageError("batch sizes and sequence lengths must be >= 1")
     from lm_predictor.models.presets import check_model_id

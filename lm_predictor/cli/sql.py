@@ -40,6 +40,19 @@ NUMERIC_TYPES = frozenset({"TINYINT", "SMALLINT", "INTEGER", "BIGINT", "HUGEINT"
 def register(sub: argparse._SubParsersAction) -> None:
     register_sql(sub)
     register_runs(sub)
+    p = sub.add_parser("migrate", help="bring a run database to this version's schema",
+                       description="Migrate an older run database in place, in one transaction "
+                                   "(read-only commands such as runs and sql never do).")
+    add_db_arg(p)
+    p.set_defaults(handler=cmd_migrate)
+
+
+def cmd_migrate(args: argparse.Namespace) -> int:
+    store = existing_store(args.db)
+    before, after = store.migrate()
+    print(f"{store.path}: schema {before} -> {after}" if before != after else
+          f"{store.path}: already at schema {after}")
+    return 0
 
 
 def register_sql(sub: argparse._SubParsersAction) -> None:
@@ -53,7 +66,8 @@ def register_sql(sub: argparse._SubParsersAction) -> None:
     fmt.add_argument("--json", action="store_true", help="print a JSON list of objects")
     fmt.add_argument("--csv", action="store_true", help="print CSV with a header row")
     p.add_argument("--write", action="store_true",
-                   help="allow statements that change the database (DELETE, UPDATE, ...)")
+                   help="allow statements that change the database (DELETE, UPDATE, ...); "
+                        "files outside the database stay out of reach either way")
     p.add_argument("--max-rows", type=non_negative_int, default=1000, metavar="N",
                    help="rows shown in the table view (default 1000)")
     p.set_defaults(handler=cmd_sql)
@@ -83,7 +97,7 @@ def cmd_sql(args: argparse.Namespace) -> int:
     from rich.console import Console
 
     store = existing_store(args.db)
-    columns, types, rows = store.query_typed(args.query, read_only=not args.write)
+    columns, types, rows = store.query_typed(args.query, read_only=not args.write, sandbox=True)
     if not columns:
         print("OK")
     elif args.json:

@@ -30,6 +30,7 @@ Example:
 """
 from __future__ import annotations
 
+import contextlib
 import datetime
 import json
 import math
@@ -37,7 +38,6 @@ import os
 import random
 import re
 import secrets
-import threading
 import time
 from contextlib import contextmanager
 from fractions import Fraction
@@ -81,17 +81,45 @@ def new_run_id() -> str:
 
 # --- connections -------------------------------------------------------------------------------
 
-def _open(path: Path, read_only: bool, timeout_s: float) -> Connection:
+# Every connection: never install or load an extension behind the user's back (a foreign file
+# would otherwise make DuckDB download one). `SANDBOX` adds what the `sql` command runs under:
+# no file system access beyond the database itself, and a configuration nobody can change.
+SAFE_CONFIG: dict[str, Any] = {"autoinstall_known_extensions": False,
+                               "autoload_known_extensions": False}
+SANDBOX: dict[str, Any] = {**SAFE_CONFIG, "enable_external_access": False,
+                           "lock_configuration": True}
+DUCKDB_MAGIC = b"DUCK"  # bytes 8..12 of every DuckDB database file
+
+
+def check_header(path: Path) -> None:
+    """StoreError for an existing non-empty file that is not a DuckDB database (read by its
+    header, before DuckDB touches it)."""
+    try:
+        with path.open("rb") as fh:
+            head = fh.read(12)
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        raise StoreError(f"cannot read {path} ({exc.strerror}); check its permissions") from None
+    if head and head[8:12] != DUCKDB_MAGIC:
+        kind = "an SQLite database" if head.startswith(b"SQLite format") else "not a DuckDB database"
+        raise StoreError(f"{path} is {kind}, not an LM-Predictor run database; move it away or "
+                         f"pass another --db / ${DB_ENV} (the file was not changed)")
+
+
+def _open(path: Path, read_only: bool, timeout_s: float,
+          config: dict[str, Any] | None = None) -> Connection:
     """duckdb.connect with retry on another process's lock, errors as StoreError."""
     if read_only and not path.exists():
         raise StoreError(missing_db_message(path))
+    check_header(path)
     if not read_only:
         path.parent.mkdir(parents=True, exist_ok=True)
     deadline = time.monotonic() + timeout_s
     delay = 0.02
     while True:
         try:
-            return duckdb.connect(str(path), read_only=read_only)
+            return duckdb.connect(str(path), read_only=read_only, config=config or SAFE_CONFIG)
         except duckdb.ConnectionException as exc:
             # This process already has the file open in the other mode: share that instance.
             if read_only and "different configuration" in str(exc):
@@ -114,7 +142,8 @@ def _open(path: Path, read_only: bool, timeout_s: float) -> Connection:
 
 
 def _open_error(path: Path, message: str) -> str:
-    if "not a valid DuckDB database" in message:
+    if ("not a valid DuckDB database" in message or "Could not read enough bytes" in message
+            or "Corrupt database file" in message or "checksum" in message):
         return (f"{path} is not a DuckDB database (corrupt, or another kind of file); move it "
                 f"away or pass another --db / ${DB_ENV}")
     return f"could not open {path}: {one_line(message)}"
@@ -148,25 +177,48 @@ class Store:
         finally:
             con.close()
 
-    def open(self, read_only: bool = False) -> Connection:
-        """An open connection, schema checked: created or migrated when needed (even when
-        `read_only`, through a short write connection); the caller closes it."""
-        con = _open(self.path, read_only, self.lock_timeout_s)
+    def open(self, read_only: bool = False, sandbox: bool = False) -> Connection:
+        """An open connection, schema checked; the caller closes it.
+
+        A writable connection creates the schema in a new file or migrates an older one. A
+        read-only one never changes the file: an older schema is a StoreError naming the command
+        that migrates (`lm-predictor migrate`). `sandbox` opens it as the `sql` command does:
+        no file access beyond the database, configuration locked. A damaged file is detected
+        here (its small tables are read in full) and left untouched."""
+        con = _open(self.path, read_only, self.lock_timeout_s, SANDBOX if sandbox else None)
         try:
             version = read_schema_version(con, self.path)
             if version == SCHEMA_VERSION:
+                con.execute("SELECT * FROM meta").fetchall()
+                con.execute("SELECT * FROM runs").fetchall()
                 return con
             refuse_newer(version, self.path)
-            if not read_only:
-                ensure_schema(con, self.path)
-                return con
+            if read_only:
+                raise StoreError(
+                    f"{self.path} uses run database schema {version}; this version reads "
+                    f"{SCHEMA_VERSION}. Migrate it first: 'lm-predictor migrate --db "
+                    f"{self.path}' (read-only commands never change the file)")
+            ensure_schema(con, self.path)
+            return con
+        except duckdb.Error as exc:
+            con.close()
+            raise StoreError(_open_error(self.path, str(exc))) from None
         except BaseException:
             con.close()
             raise
-        con.close()
+
+    def migrate(self) -> tuple[int | None, int]:
+        """Bring the file to the current schema; returns (version before, version after)."""
+        con = _open(self.path, True, self.lock_timeout_s)
+        try:
+            before = read_schema_version(con, self.path)
+        except duckdb.Error as exc:
+            raise StoreError(_open_error(self.path, str(exc))) from None
+        finally:
+            con.close()
         with self.connect(read_only=False):
             pass
-        return _open(self.path, read_only, self.lock_timeout_s)
+        return before, SCHEMA_VERSION
 
     # --- writing ---------------------------------------------------------------------------
 
@@ -278,10 +330,14 @@ class Store:
         columns, _, rows = self.query_typed(sql, params, read_only)
         return columns, rows
 
-    def query_typed(self, sql: str, params: list[Any] | None = None, read_only: bool = True
-                    ) -> tuple[list[str], list[str], list[tuple[Any, ...]]]:
-        """Like `query`, with the DuckDB type name of every column (e.g. 'JSON', 'HUGEINT')."""
-        with self.connect(read_only=read_only) as con:
+    def query_typed(self, sql: str, params: list[Any] | None = None, read_only: bool = True,
+                    sandbox: bool = False) -> tuple[list[str], list[str], list[tuple[Any, ...]]]:
+        """Like `query`, with the DuckDB type name of every column (e.g. 'JSON', 'HUGEINT').
+        `sandbox` runs it as the `sql` command does (see `open`)."""
+        if not sql.strip():
+            raise StoreError("empty SQL statement; pass a query, e.g. 'SELECT * FROM runs LIMIT 5'")
+        con = self.open(read_only, sandbox)
+        with contextlib.closing(con):
             try:
                 cursor = con.execute(sql, params or [])
                 if cursor.description is None:
