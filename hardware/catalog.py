@@ -115,6 +115,7 @@ class Device(BaseModel):
     interconnect: str | None = None
     interconnect_gbs: PositiveFloat | None = None
     op_overhead_us: NonNegativeFloat = 0.0  # fixed cost per aten op (launch/dispatch); 0 = none
+    call_overhead_us: NonNegativeFloat = 0.0  # fixed cost per module call (framework Python)
     efficiency: Efficiency = Field(default_factory=Efficiency)
     # per kernel model ("eager", "fused"; see hardware.kernels), overriding `efficiency`
     kernel_efficiency: dict[Literal["eager", "fused"], Efficiency] = Field(default_factory=dict)

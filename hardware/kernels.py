@@ -265,7 +265,8 @@ def kernel_calls(records: Iterable[Any], kernels: KernelModel = "fused",
     if registry is None:
         registry = _default_registry()
     reg = registry or None
-    return [replace(call, self_work=kernel_work(r, kernels, logits, config or {}, reg))
+    return [replace(call, self_work=replace(kernel_work(r, kernels, logits, config or {}, reg),
+                                            calls=1))
             for r, call in zip(records, calls_from_records(records))]
 
 
