@@ -44,7 +44,7 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
-from hardware.catalog import Efficiency
+from hardware.catalog import Device, Efficiency, HardwareError
 from hardware.roofline import Peaks, Work
 
 ROOFS = ("matmul", "vector", "memory")
@@ -265,3 +265,16 @@ def fit(samples: Sequence[Sample], peaks: Peaks, start: Factors | None = None, *
                      mape(fit_part, peaks, start), mape(fit_part, peaks, factors),
                      mape(held, peaks, start), mape(held, peaks, factors), by_label,
                      at_bounds(factors))
+
+
+def with_kernel_factors(device: Device, kernels: str, factors: Factors) -> Device:
+    """A copy of `device` holding `factors` for one kernel model (`Device.kernel_efficiency`,
+    read by `hardware.kernels.estimate_kernels`) and the fitted op and call overheads."""
+    if kernels not in ("eager", "fused"):
+        raise HardwareError(f"unknown kernel model {kernels!r}; use 'eager' or 'fused'")
+    copy = device.model_copy(update={
+        "kernel_efficiency": {**device.kernel_efficiency, kernels: factors.efficiency},
+        "op_overhead_us": factors.op_overhead_s * 1e6,
+        "call_overhead_us": factors.call_overhead_s * 1e6})
+    copy.name = device.name
+    return copy
