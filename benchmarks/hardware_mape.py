@@ -13,18 +13,22 @@ Steps:
    `--clock thread` (default) times with the thread's CPU time, so other processes on a shared
    machine do not inflate the numbers; on an idle machine it equals wall time.
 3. For each kernel model (`hardware.kernels`: `eager`, what the CPU runs; `fused`, a serving
-   engine's kernels, logits at every position as the timed forward computes them) the estimate
-   of a pass is the roofline summed over its pseudo-leaves: first at the calibrated peaks and
-   op overhead ("before", uncalibrated factors), then with efficiency factors, a per-op and a
-   per-module-call overhead fitted (`hardware.fit.fit_factors`, one fit for both phases) on the
-   fit shapes of the fit families: every shape except each config's 2nd, 5th, 8th...
+   engine's kernels, logits at every position as the timed forward computes them) and each
+   roofline mode (`max`: compute and memory overlap, the GPU default; `sum`: they add, as a CPU
+   running one eager op at a time), the estimate of a pass is the roofline summed over its
+   pseudo-leaves: first at the calibrated peaks and op overhead ("uncalibrated"), then with
+   efficiency factors, a per-op and a per-module-call overhead fitted
+   (`hardware.fit.fit_factors`, one fit for both phases) on the fit shapes of the fit families:
+   every shape except each config's 2nd, 5th, 8th...
 4. MAPE per phase on: fit shapes, held-out shapes (fit families), held-out families (all their
    shapes), before and after the fit.
 Targets (issue 11): eager, after the fit, held-out prefill under 10% and decode under 15%, on
 held-out shapes and on held-out families.
 
 Run:  uv run python benchmarks/hardware_mape.py [--threads 1] [--repeats 5] [--quick]
-          [--json results.json]
+          [--json results.json] [--measured earlier.json]
+`--measured` re-uses the device and measured times of an earlier `--json` (no calibration or
+timing; the work is traced again on meta) to refit without the machine's noise.
 """
 from __future__ import annotations
 
@@ -38,7 +42,7 @@ from typing import Any, Callable
 import torch
 
 from hardware.calibrate import CLOCKS, calibrate, to_device
-from hardware.catalog import Efficiency
+from hardware.catalog import Device, Efficiency
 from hardware.fit import Factors, Sample, at_bounds, estimate_sample, fit_factors, mape
 from hardware.kernels import KERNEL_MODELS, kernel_calls
 from hardware.roofline import Peaks, Work, work_of
@@ -110,7 +114,7 @@ def inputs_for(model: torch.nn.Module, config: Any, phase: str, batch: int, leng
                         device=device, attention_mask=False)
 
 
-def time_forward(model: torch.nn.Module, config: Any, phase: str, batch: int, length: int,
+def time_forward(model: Any, config: Any, phase: str, batch: int, length: int,
                  repeats: int, clock: Callable[[], float]) -> float:
     """Median time of an untraced forward after a warm-up (fresh inputs each time for decode)."""
     times = []
@@ -149,19 +153,30 @@ def main() -> None:
                              "processes on a shared machine (needs --threads 1); wall: wall time")
     parser.add_argument("--quick", action="store_true", help="four configs, fewer shapes")
     parser.add_argument("--json", help="write the results here")
+    parser.add_argument("--measured", help="re-use the device and times of an earlier --json")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     started = time.perf_counter()
 
-    calibration = calibrate("cpu", clock=args.clock)
-    device = to_device(calibration, "bench-cpu")
-    print(f"calibrated {device.display_name} on {args.threads} thread(s), {args.clock} clock, in "
-          f"{calibration.duration_s:.1f} s: fp32 matmul {device.matmul_tflops['fp32'] * 1e3:.1f}"
-          f" GFLOP/s, vector {device.vector_tflops['fp32'] * 1e3:.2f} GFLOP/s, bandwidth "
+    earlier: dict[tuple[str, str, int, int], float] = {}
+    if args.measured:
+        with open(args.measured, encoding="utf-8") as handle:
+            saved = json.load(handle)
+        device = Device.model_validate(saved["device"])
+        device.name = "bench-cpu"
+        earlier = {(p["config"], p["phase"], p["batch"], p["length"]): p["measured_s"]
+                   for p in saved["points"]}
+        print(f"re-using {args.measured}: {len(earlier)} measured shapes")
+    else:
+        calibration = calibrate("cpu", clock=args.clock)
+        device = to_device(calibration, "bench-cpu")
+        print(f"calibrated {device.display_name} on {args.threads} thread(s), {args.clock} "
+              f"clock, in {calibration.duration_s:.1f} s")
+    print(f"peaks: fp32 matmul {device.matmul_tflops['fp32'] * 1e3:.1f} GFLOP/s, vector "
+          f"{device.vector_tflops['fp32'] * 1e3:.2f} GFLOP/s, bandwidth "
           f"{device.memory_bandwidth_gbs:.1f} GB/s, op overhead {device.op_overhead_us:.2f} µs")
     peaks = Peaks.of(device, "fp32", Efficiency(), op_overhead_us=0.0)
-    calibrated = Factors(Efficiency(), device.op_overhead_us * 1e-6)
 
     names = list(CONFIGS)
     configs = {n: CONFIGS[n] for n in (names[0], names[3], names[6], names[8])} if args.quick \
@@ -172,13 +187,14 @@ def main() -> None:
     samples: dict[str, list[Sample]] = {k: [] for k in KERNEL_MODELS}
     for name, (preset, overrides, role) in configs.items():
         config = tiny_config(load_preset(preset), **overrides)
-        model = build_model(config, device="cpu")
+        model = None if earlier else build_model(config, device="cpu")
         meta_model = build_model(config, device="meta")
         for phase, shapes in (("prefill", prefill), ("decode", decode)):
             for index, (batch, length) in enumerate(shapes):
                 items = work_items(meta_model, config, phase, batch, length)
-                measured = time_forward(model, config, phase, batch, length, args.repeats,
-                                        CLOCKS[args.clock])
+                key = (name, phase, batch, length)
+                measured = earlier[key] if earlier else time_forward(
+                    model, config, phase, batch, length, args.repeats, CLOCKS[args.clock])
                 points.append(Point(name, role, phase, batch, length, index % 3 == 1, measured))
                 for k in KERNEL_MODELS:
                     samples[k].append(Sample(items[k], measured, f"{name}/{phase}/{index}",
@@ -188,47 +204,56 @@ def main() -> None:
 
     results: dict[str, Any] = {}
     for k in KERNEL_MODELS:
-        fit_samples = [s for s, p in zip(samples[k], points) if p.set == "fit"]
-        fitted, iterations = fit_factors(fit_samples, peaks, calibrated, fit_call_overhead=True)
-        for s, p in zip(samples[k], points):
-            p.estimates[k] = {"before_s": estimate_sample(s, peaks, calibrated),
-                              "after_s": estimate_sample(s, peaks, fitted)}
-        eff = fitted.efficiency
-        bounded = at_bounds(fitted)
-        print(f"\n[{k}] fitted on {len(fit_samples)} shapes of GPT-2 and Llama ({iterations} "
-              f"iterations): efficiency matmul {eff.matmul:.3g}, vector {eff.vector:.3g}, "
-              f"memory {eff.memory:.3g}; op overhead {fitted.op_overhead_s * 1e6:.2f} µs "
-              f"(calibrated {device.op_overhead_us:.2f} µs); call overhead "
-              f"{fitted.call_overhead_s * 1e6:.1f} µs"
-              + (f"; on a plausibility bound: {', '.join(bounded)}" if bounded else ""))
-        table: dict[str, Any] = {"fitted": {**eff.model_dump(),
-                                            "op_overhead_us": fitted.op_overhead_s * 1e6,
-                                            "call_overhead_us": fitted.call_overhead_s * 1e6}}
-        print(f"{'phase':8} {'set':18} {'n':>3} {'MAPE uncalibrated':>18} {'MAPE fitted':>12}")
-        for phase in ("prefill", "decode"):
-            for which in SETS:
-                chosen = [s for s, p in zip(samples[k], points)
-                          if p.phase == phase and p.set == which]
-                if not chosen:
-                    continue
-                before, after = mape(chosen, peaks, calibrated), mape(chosen, peaks, fitted)
-                table[f"{phase}/{which}"] = {"n": len(chosen), "mape_before": before,
-                                             "mape_after": after}
-                print(f"{phase:8} {which:18} {len(chosen):3d} {before:17.1f}% {after:11.1f}%")
-        results[k] = table
-    print("\nheld-out points, eager (measured vs estimated after the fit):")
+        for mode, overlap in (("max", True), ("sum", False)):
+            label = f"{k}/{mode}"
+            calibrated = Factors(Efficiency(), device.op_overhead_us * 1e-6, overlap=overlap)
+            fit_samples = [s for s, p in zip(samples[k], points) if p.set == "fit"]
+            fitted, iterations = fit_factors(fit_samples, peaks, calibrated,
+                                             fit_call_overhead=True)
+            for s, p in zip(samples[k], points):
+                p.estimates[label] = {"before_s": estimate_sample(s, peaks, calibrated),
+                                      "after_s": estimate_sample(s, peaks, fitted)}
+            eff = fitted.efficiency
+            bounded = at_bounds(fitted)
+            print(f"\n[{k} kernels, roofline {mode}] fitted on {len(fit_samples)} shapes of "
+                  f"GPT-2 and Llama ({iterations} iterations): efficiency matmul "
+                  f"{eff.matmul:.3g}, vector {eff.vector:.3g}, memory {eff.memory:.3g}; op "
+                  f"overhead {fitted.op_overhead_s * 1e6:.2f} µs (calibrated "
+                  f"{device.op_overhead_us:.2f} µs); call overhead "
+                  f"{fitted.call_overhead_s * 1e6:.1f} µs"
+                  + (f"; on a plausibility bound: {', '.join(bounded)}" if bounded else ""))
+            table: dict[str, Any] = {"fitted": {**eff.model_dump(),
+                                                "op_overhead_us": fitted.op_overhead_s * 1e6,
+                                                "call_overhead_us": fitted.call_overhead_s * 1e6,
+                                                "overlap": overlap}}
+            print(f"{'phase':8} {'set':18} {'n':>3} {'MAPE uncalibrated':>18} "
+                  f"{'MAPE fitted':>12}")
+            for phase in ("prefill", "decode"):
+                for which in SETS:
+                    chosen = [s for s, p in zip(samples[k], points)
+                              if p.phase == phase and p.set == which]
+                    if not chosen:
+                        continue
+                    before = mape(chosen, peaks, calibrated)
+                    after = mape(chosen, peaks, fitted)
+                    table[f"{phase}/{which}"] = {"n": len(chosen), "mape_before": before,
+                                                 "mape_after": after}
+                    print(f"{phase:8} {which:18} {len(chosen):3d} {before:17.1f}% "
+                          f"{after:11.1f}%")
+            results[label] = table
+    print("\nheld-out points, eager kernels, roofline sum (measured vs estimated after the fit):")
     for p in points:
         if p.set != "fit":
-            after = p.estimates["eager"]["after_s"]
+            after = p.estimates["eager/sum"]["after_s"]
             err = 100 * (after - p.measured_s) / p.measured_s
             what = f"seq {p.length}" if p.phase == "prefill" else f"kv {p.length}"
             print(f"  {p.config:12} {p.phase:7} batch {p.batch} {what:8} measured "
                   f"{p.measured_s * 1e3:8.2f} ms  estimated {after * 1e3:8.2f} ms  "
                   f"({err:+.0f}%)")
     held = [p for p in points if p.set != "fit"]
-    median_err = statistics.median(abs(p.estimates["eager"]["after_s"] - p.measured_s)
+    median_err = statistics.median(abs(p.estimates["eager/sum"]["after_s"] - p.measured_s)
                                    / p.measured_s for p in held)
-    print(f"\nmedian held-out error (eager) {100 * median_err:.1f}%; total "
+    print(f"\nmedian held-out error (eager, sum) {100 * median_err:.1f}%; total "
           f"{time.perf_counter() - started:.0f} s")
     if args.json:
         with open(args.json, "w", encoding="utf-8") as handle:

@@ -116,6 +116,9 @@ class Device(BaseModel):
     interconnect_gbs: PositiveFloat | None = None
     op_overhead_us: NonNegativeFloat = 0.0  # fixed cost per aten op (launch/dispatch); 0 = none
     call_overhead_us: NonNegativeFloat = 0.0  # fixed cost per module call (framework Python)
+    # True: an op's compute and memory traffic overlap (time = max, GPUs); False: they add
+    # (time = compute + memory; fitted for CPUs running eager ops one at a time)
+    overlap: bool = True
     efficiency: Efficiency = Field(default_factory=Efficiency)
     # per kernel model ("eager", "fused"; see hardware.kernels), overriding `efficiency`
     kernel_efficiency: dict[Literal["eager", "fused"], Efficiency] = Field(default_factory=dict)

@@ -3,7 +3,10 @@
 The roofline of `hardware.roofline` has one efficiency factor per class of work — matmul
 (`e_mm`), vector (`e_vec`), memory (`e_bw`) — a fixed cost per aten op (`o`) and, optionally
 (`fit_call_overhead=True`), a fixed cost per module call (`c`: the framework's Python per
-`nn.Module.__call__`, which dominates small decode steps on CPU; the estimate adds c x N_calls). For a sample
+`nn.Module.__call__`, which dominates small decode steps on CPU; the estimate adds c x N_calls).
+With `Factors(overlap=False)` every item pays compute + memory instead of the max (a CPU
+running eager ops one at a time overlaps them poorly); the estimate is then linear in the
+unknowns without any bound assignment. For a sample
 (a call, or a whole forward pass) made of pseudo-leaf work items, once each item's bound is
 fixed the estimate is LINEAR in x = (1/e_mm, 1/e_vec, 1/e_bw, o):
 
@@ -73,6 +76,7 @@ class Factors:
     efficiency: Efficiency
     op_overhead_s: float = 0.0
     call_overhead_s: float = 0.0  # per module call (framework Python time; 0 unless fitted)
+    overlap: bool = True  # compute and memory overlap (max); False: they add (not fitted: chosen)
 
 
 @dataclass
@@ -109,6 +113,9 @@ class _Times:
         mask."""
         e = factors.efficiency
         compute = self.mm / e.matmul + self.vec / e.vector > self.bw / e.memory
+        if not factors.overlap:  # every item pays compute + memory: linear, no bounds to assign
+            return (np.array([self.mm.sum(), self.vec.sum(), self.bw.sum(), self.ops,
+                              self.calls]), compute)
         return (np.array([self.mm[compute].sum(), self.vec[compute].sum(),
                           self.bw[~compute].sum(), self.ops, self.calls]), compute)
 
@@ -173,7 +180,8 @@ def _alternate(times: list[_Times], measured: np.ndarray, factors: Factors, fit_
                           else float(1 / x[i])) for i, r in enumerate(ROOFS)}
         factors = Factors(Efficiency(**efficiency),
                           float(x[3]) if lower[3] != upper[3] else factors.op_overhead_s,
-                          float(x[4]) if lower[4] != upper[4] else factors.call_overhead_s)
+                          float(x[4]) if lower[4] != upper[4] else factors.call_overhead_s,
+                          factors.overlap)
     return factors, iterations
 
 
@@ -197,7 +205,7 @@ def fit_factors(samples: Sequence[Sample], peaks: Peaks, start: Factors | None =
     times = [_Times(s, peaks) for s in usable]
     measured = np.array([s.measured_s for s in usable])
     starts = [start] + [Factors(Efficiency(matmul=m, vector=v, memory=b), start.op_overhead_s,
-                                start.call_overhead_s)
+                                start.call_overhead_s, start.overlap)
                         for m, v, b in itertools.product(START_GRID, repeat=3)]
     best: tuple[float, Factors, int] | None = None
     for first in starts:
@@ -275,6 +283,6 @@ def with_kernel_factors(device: Device, kernels: str, factors: Factors) -> Devic
     copy = device.model_copy(update={
         "kernel_efficiency": {**device.kernel_efficiency, kernels: factors.efficiency},
         "op_overhead_us": factors.op_overhead_s * 1e6,
-        "call_overhead_us": factors.call_overhead_s * 1e6})
+        "call_overhead_us": factors.call_overhead_s * 1e6, "overlap": factors.overlap})
     copy.name = device.name
     return copy

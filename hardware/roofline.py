@@ -7,6 +7,7 @@ P_vec (non-tensor vector units) and bandwidth BW, and efficiency factors e_mm, e
     compute_s  = flops / (P_mm * e_mm) + vector_flops / (P_vec * e_vec)
     memory_s   = (bytes_read + bytes_written) / (BW * e_bw)
     estimate_s = max(compute_s, memory_s) + ops * op_overhead_s + calls * call_overhead_s
+                 (compute_s + memory_s instead of the max on a device with `overlap: false`)
     bound      = "compute" if compute_s > memory_s else "memory"
     intensity  = (flops + vector_flops) / (bytes_read + bytes_written)   [FLOP/byte]
 
@@ -82,6 +83,7 @@ class Peaks:
     bandwidth: float
     op_overhead_s: float = 0.0
     call_overhead_s: float = 0.0
+    overlap: bool = True  # compute and memory overlap (max); False: they add
 
     @classmethod
     def of(cls, device: Device, dtype: object, efficiency: Efficiency | None = None,
@@ -95,7 +97,7 @@ class Peaks:
         return cls(matmul=device.matmul_peak(dtype) * eff.matmul,
                    vector=None if vector is None else vector * eff.vector,
                    bandwidth=device.bandwidth * eff.memory, op_overhead_s=overhead * 1e-6,
-                   call_overhead_s=per_call * 1e-6)
+                   call_overhead_s=per_call * 1e-6, overlap=device.overlap)
 
 
 @dataclass(frozen=True)
@@ -154,8 +156,9 @@ def estimate_work(work: Work, peaks: Peaks) -> Estimate:
     compute_s = matmul_s + vector_s
     compute_bound = compute_s > memory_s
     overhead_s = work.ops * peaks.op_overhead_s + work.calls * peaks.call_overhead_s
+    busy = max(compute_s, memory_s) if peaks.overlap else compute_s + memory_s
     return Estimate(work, matmul_s, vector_s, memory_s, overhead_s,
-                    compute_s if compute_bound else 0.0, 0.0 if compute_bound else memory_s)
+                    busy if compute_bound else 0.0, 0.0 if compute_bound else busy)
 
 
 def estimate_totals(flops: int, vector_flops: int, bytes_read: int, bytes_written: int,

@@ -138,3 +138,15 @@ def test_call_overhead_is_recovered_and_applied_per_kernel_model() -> None:
     moved = t.totals.bytes_read + t.totals.bytes_written  # same work in both kernel models
     assert moved >= (512 * 512 + 512 + 2 * 512) * 4
     assert eager - fused == pytest.approx(moved / 1e11 * (1 / 0.25 - 1))
+
+
+def test_additive_model_is_recovered() -> None:
+    truth = Factors(Efficiency(matmul=0.9, vector=0.5, memory=0.4), 1e-6, 45e-6, overlap=False)
+    samples = [Sample(s.items, estimate_sample(s, PEAKS, truth), s.group)
+               for s in synthetic(40, seed=3)]
+    start = Factors(Efficiency(), overlap=False)
+    factors, _ = fit_factors(samples, PEAKS, start, fit_call_overhead=True)
+    assert not factors.overlap
+    assert factors.efficiency.memory == pytest.approx(0.4, rel=1e-6)
+    assert factors.efficiency.matmul == pytest.approx(0.9, rel=1e-6)
+    assert mape(samples, PEAKS, factors) == pytest.approx(0, abs=1e-6)
