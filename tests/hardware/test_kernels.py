@@ -113,3 +113,15 @@ def test_defaults_and_bad_names() -> None:
         check_kernels("flash")
     with pytest.raises(HardwareError, match="unknown logits mode 'first'"):
         check_kernels("fused", "first")
+
+
+def test_json_block_names_the_kernel_model(decode) -> None:  # type: ignore[no-untyped-def]
+    from hardware.report import kernel_summary
+
+    device = load_catalog().get("A100-80GB-SXM")
+    block = kernel_summary(estimate_kernels(decode, device, "bf16"))  # gpu: fused by default
+    assert block["kernels"] == "fused" and block["logits"] == "last"
+    assert block["total"]["bytes"] == 197264
+    assert block["total"]["flops"] == decode.totals.flops
+    assert block["total"]["estimate_s"] == pytest.approx(
+        sum(c["estimate_s"] for c in block["by_class"]) + block["outside_s"])
