@@ -21,12 +21,15 @@ and summed upward as usual:
   * attention (class name contains "Attention" and its own ops hold the fenced
     `aten.scaled_dot_product_attention`): the call's own work is replaced by three kernels.
     From the SDPA op: Q = O = its bytes written, KV_all = its bytes read - Q (every key and
-    value the kernel needs, cache included), T = keys per query = flops * s / (2 * (Q + O))
-    (flop_counter's `2*B*Hq*S*T*(E+Ev)`, s = itemsize); S = the call output's dim 1 (new
-    tokens); KV_new = KV_all * S / T.
+    value the kernel needs, cache included); S = the call output's dim 1 (new tokens); T = keys
+    per query = the formula's cached tokens (`kv`/`kv_len`) + S where the call's zoo entry binds
+    one, else flops * s / (2 * (Q + O)) (flop_counter's `2*B*Hq*S*T*(E+Ev)`, s = itemsize);
+    KV_new = KV_all * S / T (all of it with nothing cached; none for a call given no cache:
+    encoders append nothing).
       - rotary (only when the call got `position_embeddings`): read Q + KV_new/2 + cos/sin,
         write Q + KV_new/2 (q and the new keys rotated in place);
-      - KV append in place (paged-attention style): read KV_new, write KV_new;
+      - KV append in place (paged-attention style): read KV_new, write KV_new (only for calls
+        given a cache);
       - flash attention: read Q + KV_all once, write O; no score matrix; FLOPs = the entry's
         `useful` breakdown item (causal / sliding-window useful work) when the call's formula
         has one, else the dense SDPA figure; vector FLOPs = the traced SDPA vector FLOPs x
@@ -39,8 +42,9 @@ and summed upward as usual:
   * everything else (linears, embeddings, residual adds, the gated-MLP multiply): as traced.
   Fused kernels count 1 op each (for the per-op overhead).
 
-Limits: attention implemented without SDPA (`attn_implementation="eager"`) keeps its eager
-cost; an attention mask read by SDPA counts as KV bytes; cross-attention is treated like
+Limits: attention implemented without SDPA (`attn_implementation="eager"`, e.g. Gemma-2's
+soft-capping) keeps its eager cost; where the value head size differs from the query's (MLA),
+Q is taken as large as O, so Q and KV bytes are split approximately; an attention mask read by SDPA counts as KV bytes; cross-attention is treated like
 self-attention (its "new" keys are the whole encoder output). MoE routing and SSM scans are
 charged as traced.
 
@@ -167,8 +171,46 @@ class AttentionShapes:
     rotary_table_bytes: int
 
 
-def attention_shapes(record: Any) -> AttentionShapes:
-    """Q/O/KV sizes and token counts of an attention call, from its fenced SDPA op."""
+CACHE_KWARGS = ("cache", "past_key_values", "past_key_value", "layer_past")
+PAST_PARAMS = ("kv", "kv_len")  # zoo attention entries' name for tokens already cached
+
+
+def has_cache(record: Any) -> bool:
+    """Whether the call was given a KV cache (transformers' cache keyword, not None)."""
+    kwargs = record.kwargs if isinstance(record.kwargs, dict) else {}
+    for name in CACHE_KWARGS:
+        value = kwargs.get(name)
+        if value is None:
+            continue
+        if getattr(value, "type", None) == "NoneType":
+            continue
+        return True
+    return False
+
+
+def past_tokens(record: Any, config: dict[str, Any], registry: Any) -> int | None:
+    """Tokens cached before this call, from the call's formula parameters (`kv`/`kv_len`);
+    None without a formula that binds one."""
+    if registry is None:
+        return None
+    from formula_db.bind import make_roots
+    try:
+        entry = registry.find(record.formula_key)
+        if entry is None or not any(p.name in PAST_PARAMS for p in entry.parameters):
+            return None
+        params = registry.bind(entry.key, make_roots(record.attributes, record.inputs,
+                                                     record.kwargs, record.outputs, config))
+    except Exception:
+        return None
+    for name in PAST_PARAMS:
+        if isinstance(params.get(name), int):
+            return int(params[name])
+    return None
+
+
+def attention_shapes(record: Any, past: int | None = None) -> AttentionShapes:
+    """Q/O/KV sizes and token counts of an attention call, from its fenced SDPA op; `past`
+    (tokens cached before the call, from the formula) fixes the new-token share when known."""
     sdpa = record.ops[SDPA_OP]
     out = _first(record.outputs)
     if out is None or len(out.shape) < 2:
@@ -177,17 +219,27 @@ def attention_shapes(record: Any) -> AttentionShapes:
     o_bytes = int(sdpa.bytes_written) // max(1, sdpa.count)
     q_bytes = o_bytes
     kv_all = int(sdpa.bytes_read) // max(1, sdpa.count) - q_bytes
-    keys = round(int(sdpa.flops) // max(1, sdpa.count) * itemsize / (2 * (q_bytes + o_bytes)))
     new = int(out.shape[1])
-    kv_new = kv_all * min(new, keys) // keys if keys else 0
+    if past is not None:
+        keys = past + new
+    else:
+        keys = round(int(sdpa.flops) // max(1, sdpa.count) * itemsize
+                     / (2 * (q_bytes + o_bytes)))
+    if not has_cache(record):
+        kv_new = 0  # an encoder: nothing is appended
+    elif past == 0:
+        kv_new = kv_all
+    else:
+        kv_new = kv_all * min(new, keys) // keys if keys else 0
     pe = record.kwargs.get("position_embeddings") if isinstance(record.kwargs, dict) else None
     return AttentionShapes(q_bytes, o_bytes, kv_all, kv_new, new, keys,
                            _nbytes(pe) if pe is not None else 0)
 
 
-def fused_attention_work(record: Any, own: Work, useful: dict[str, int] | None) -> Work:
+def fused_attention_work(record: Any, own: Work, useful: dict[str, int] | None,
+                         past: int | None = None) -> Work:
     """Rotary (if any) + in-place KV append + flash attention, replacing the call's own work."""
-    a = attention_shapes(record)
+    a = attention_shapes(record, past)
     sdpa = record.ops[SDPA_OP]
     flops, vector = int(sdpa.flops), int(sdpa.vector_flops)
     if useful and "flops" in useful and 0 < useful["flops"] <= flops:
@@ -196,7 +248,7 @@ def fused_attention_work(record: Any, own: Work, useful: dict[str, int] | None) 
         flops = useful["flops"]
     read = a.q_bytes + a.kv_all_bytes + a.kv_new_bytes
     written = a.o_bytes + a.kv_new_bytes
-    ops = 2
+    ops = 2 if a.kv_new_bytes else 1
     if a.rotary_table_bytes:
         k_new = a.kv_new_bytes // 2
         read += a.q_bytes + k_new + a.rotary_table_bytes
@@ -241,7 +293,8 @@ def kernel_work(record: Any, kernels: KernelModel, logits: Logits, config: dict[
     if kernels == "eager":
         return own
     if category == "attention":
-        return fused_attention_work(record, own, useful_attention(record, config, registry))
+        return fused_attention_work(record, own, useful_attention(record, config, registry),
+                                    past_tokens(record, config, registry))
     if category == "norm":
         return _io_work(record, own, _affine_bytes(record))
     if category == "activation":
