@@ -51,7 +51,6 @@ from typing import Any, Callable
 
 from hardware.catalog import HardwareError
 
-GIGA = 10**9
 
 
 @dataclass(frozen=True)

@@ -41,7 +41,7 @@ def own(trace, kernels, logits=None):  # type: ignore[no-untyped-def]
 
 
 def test_decode_bytes_are_weights_plus_kv_once_plus_new_kv(decode) -> None:  # type: ignore[no-untyped-def]
-    s, kv, t = S2, 16, 17
+    s, t = S2, 16 + 1                                # 16 cached tokens + the new one
     x = B * H * s                                   # one hidden state (B x 1 x H)
     weights_read = decode.weight_bytes - V * H * s  # the embedding table is gathered, not read
     kv_all = 2 * B * NKV * t * HD * s               # K and V of 17 tokens, read once per layer
