@@ -102,3 +102,19 @@ def test_largest_fitting_edges() -> None:
     assert largest_fitting(lambda n: n <= 2, 2, 10) == 2
     with pytest.raises(HardwareError, match="usable fraction"):
         plan_memory(Linear(), 10, usable_fraction=0)  # type: ignore[arg-type]
+
+
+def test_traced_plan_is_the_boundary(config) -> None:  # type: ignore[no-untyped-def]
+    source = TracedMemory(config, torch.bfloat16, "fused")
+    weights = source.weights_bytes
+    capacity = weights + 2 * 10**6  # 2 MB left for cache and activations
+    plan = plan_memory(source, capacity, batch_size=2, seq_len=1, kv_len=64)
+    b, t = plan.max_batch, plan.max_context
+    assert b > 2 and t > 65
+    assert source.breakdown(b, 1, 64).total <= capacity < source.breakdown(b + 1, 1, 64).total
+    assert source.breakdown(2, 1, t - 1).total <= capacity < source.breakdown(2, 1, t).total
+    # per sequence: 65 tokens x 512 B of cache (4 layers x K,V x 2 heads x 16 dims x 2 B) + its
+    # activations (mostly the 4096-entry logits row, 8 KB); both grow linearly with the batch
+    one = source.breakdown(1, 1, 64)
+    assert one.kv_cache_bytes == 65 * 512
+    assert abs(b - (capacity - weights) // (one.kv_cache_bytes + one.activation_bytes)) <= 1
