@@ -5,11 +5,15 @@ Modules (the package imports none of them eagerly, so `import hardware` stays ch
   names matched case-insensitively with aliases; `HardwareError` (in `errors`).
 - `roofline`: per-call time = max(compute, memory) + op overhead, estimated for each call's own
   work and summed upward; `estimate_totals` for trace-free predictions.
-- `memory_fit`: weights + KV cache + activations against capacity, largest batch that fits.
+- `kernels`: the `eager` (as traced) and `fused` (serving-engine kernels) kernel models;
+  `estimate_kernels` -> `KernelEstimates` (`estimates.kernels`, `.total.flops/.bytes/.estimate_s`).
+- `memory`: weights + KV cache + traced activations (per kernel model), fit, largest batch and
+  longest context; `memory_fit`: the same from element counts and bit widths (closed form).
 - `calibrate`: microbenchmarks of the local device -> a user device entry.
 - `fit`: efficiency factors and op overhead from measured times; MAPE before/after.
 - `report`, `plot`: tables, JSON blocks and the roofline/breakdown PNG.
-This layer imports nothing of `lm_predictor` or `tracing`: it reads traces by attribute.
+This layer reads traces by attribute; only `memory.TracedMemory` (it builds and traces a meta
+model) imports `lm_predictor` and `tracing`, lazily.
 
 Example:
     >>> from hardware.catalog import load_catalog

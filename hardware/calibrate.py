@@ -13,6 +13,9 @@ On CUDA every timing is bracketed by `torch.cuda.synchronize()`. `clock="thread"
 thread) times with the thread's CPU time instead of wall time, so other processes on a shared
 machine do not slow the measured peaks down.
 
+A CPU entry gets `overlap: false` (time = compute + memory, which fits eager PyTorch on CPUs
+better: see DESIGN.md, "Kernel models, memory and time accuracy"); a CUDA entry keeps the max.
+
 `--quick` (tests) uses 128² and 256² matrices, 8 MiB copies and fewer repeats: the numbers are then
 rough but positive and loadable. Timings on a shared machine are noisy; calibrate on an idle one.
 
@@ -186,6 +189,7 @@ def to_device(result: Calibration, name: str) -> Device:
         matmul_tflops={k: v / 1e12 for k, v in result.matmul.items()},  # type: ignore[misc]
         vector_tflops={k: v / 1e12 for k, v in result.vector.items()},  # type: ignore[misc]
         op_overhead_us=result.op_overhead_s * 1e6,
+        overlap=kind != "cpu",  # one eager op at a time on a CPU core: compute + memory add
         sources=[Source(title=f"measured by 'lm-predictor hardware calibrate' on {when}",
                         figures=figures)],
         notes=f"calibrated on {result.device} with {result.threads} threads, torch "

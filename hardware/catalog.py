@@ -100,7 +100,13 @@ class Device(BaseModel):
     interconnect: str | None = None
     interconnect_gbs: PositiveFloat | None = None
     op_overhead_us: NonNegativeFloat = 0.0  # fixed cost per aten op (launch/dispatch); 0 = none
+    call_overhead_us: NonNegativeFloat = 0.0  # fixed cost per module call (framework Python)
+    # True: an op's compute and memory traffic overlap (time = max, GPUs); False: they add
+    # (time = compute + memory; fitted for CPUs running eager ops one at a time)
+    overlap: bool = True
     efficiency: Efficiency = Field(default_factory=Efficiency)
+    # per kernel model ("eager", "fused"; see hardware.kernels), overriding `efficiency`
+    kernel_efficiency: dict[Literal["eager", "fused"], Efficiency] = Field(default_factory=dict)
     sources: list[Source] = Field(min_length=1)
     notes: str = ""
     calibration: dict[str, Any] | None = None  # how a measured entry was measured
@@ -142,6 +148,10 @@ class Device(BaseModel):
 
     def names(self) -> list[str]:
         return [self.name, *self.aliases]
+
+    def efficiency_for(self, kernels: str) -> Efficiency:
+        """Efficiency factors for a kernel model (`kernel_efficiency`, else `efficiency`)."""
+        return self.kernel_efficiency.get(kernels, self.efficiency)  # type: ignore[call-overload]
 
 
 class DeviceFile(BaseModel):

@@ -1,7 +1,12 @@
 """Fitting efficiency factors (and per-op overhead) to measured times; MAPE before and after.
 
 The roofline of `hardware.roofline` has one efficiency factor per class of work — matmul
-(`e_mm`), vector (`e_vec`), memory (`e_bw`) — and a fixed cost per aten op (`o`). For a sample
+(`e_mm`), vector (`e_vec`), memory (`e_bw`) — a fixed cost per aten op (`o`) and, optionally
+(`fit_call_overhead=True`), a fixed cost per module call (`c`: the framework's Python per
+`nn.Module.__call__`, which dominates small decode steps on CPU; the estimate adds c x N_calls).
+With `Factors(overlap=False)` every item pays compute + memory instead of the max (a CPU
+running eager ops one at a time overlaps them poorly); the estimate is then linear in the
+unknowns without any bound assignment. For a sample
 (a call, or a whole forward pass) made of pseudo-leaf work items, once each item's bound is
 fixed the estimate is LINEAR in x = (1/e_mm, 1/e_vec, 1/e_bw, o):
 
@@ -42,13 +47,15 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
-from hardware.catalog import Efficiency
+from hardware.catalog import Device, Efficiency, HardwareError
 from hardware.roofline import Peaks, Work
 
 ROOFS = ("matmul", "vector", "memory")
 # plausible ranges: efficiency per roof, and seconds per op (see the module docstring)
 BOUNDS: dict[str, tuple[float, float]] = {"matmul": (0.01, 2.0), "vector": (0.01, 10.0),
-                                          "memory": (0.01, 100.0), "op_overhead_s": (0.0, 1e-3)}
+                                          "memory": (0.01, 100.0), "op_overhead_s": (0.0, 1e-3),
+                                          "call_overhead_s": (0.0, 1e-3)}
+OVERHEADS = ("op_overhead_s", "call_overhead_s")
 START_GRID = (1.0, 0.3, 0.1)  # starting efficiencies per roof for the multi-start search
 
 
@@ -68,6 +75,8 @@ class Factors:
 
     efficiency: Efficiency
     op_overhead_s: float = 0.0
+    call_overhead_s: float = 0.0  # per module call (framework Python time; 0 unless fitted)
+    overlap: bool = True  # compute and memory overlap (max); False: they add (not fitted: chosen)
 
 
 @dataclass
@@ -97,18 +106,24 @@ class _Times:
                     if peaks.vector else np.zeros(len(items)))
         self.bw = np.array([w.bytes for w in items], dtype=float) / peaks.bandwidth
         self.ops = float(sum(w.ops for w in items))
+        self.calls = float(sum(w.calls for w in items))
 
     def row(self, factors: Factors) -> tuple[np.ndarray, np.ndarray]:
-        """(T_mm, T_vec, T_bw, N_ops) with bounds chosen under `factors`; the bound mask."""
+        """(T_mm, T_vec, T_bw, N_ops, N_calls) with bounds chosen under `factors`; the bound
+        mask."""
         e = factors.efficiency
         compute = self.mm / e.matmul + self.vec / e.vector > self.bw / e.memory
+        if not factors.overlap:  # every item pays compute + memory: linear, no bounds to assign
+            return (np.array([self.mm.sum(), self.vec.sum(), self.bw.sum(), self.ops,
+                              self.calls]), compute)
         return (np.array([self.mm[compute].sum(), self.vec[compute].sum(),
-                          self.bw[~compute].sum(), self.ops]), compute)
+                          self.bw[~compute].sum(), self.ops, self.calls]), compute)
 
 
 def _unknowns(factors: Factors) -> np.ndarray:
     e = factors.efficiency
-    return np.array([1 / e.matmul, 1 / e.vector, 1 / e.memory, factors.op_overhead_s])
+    return np.array([1 / e.matmul, 1 / e.vector, 1 / e.memory, factors.op_overhead_s,
+                     factors.call_overhead_s])
 
 
 def estimate_sample(sample: Sample, peaks: Peaks, factors: Factors) -> float:
@@ -140,7 +155,7 @@ def bounded_lstsq_small(a: np.ndarray, b: np.ndarray, lower: np.ndarray,
 
 
 def _alternate(times: list[_Times], measured: np.ndarray, factors: Factors, fit_overhead: bool,
-               max_iterations: int) -> tuple[Factors, int]:
+               max_iterations: int, fit_calls: bool = False) -> tuple[Factors, int]:
     """From `factors`: assign bounds, solve the bounded relative least squares, repeat until
     the bounds are stable."""
     previous: list[bytes] | None = None
@@ -154,16 +169,19 @@ def _alternate(times: list[_Times], measured: np.ndarray, factors: Factors, fit_
         a = np.array([row for row, _ in designed]) / measured[:, None]
         current = _unknowns(factors)
         # unknowns are x = 1/efficiency, so an efficiency's upper bound is x's lower bound
-        lower = np.array([1 / BOUNDS[r][1] for r in ROOFS] + [BOUNDS["op_overhead_s"][0]])
-        upper = np.array([1 / BOUNDS[r][0] for r in ROOFS] + [BOUNDS["op_overhead_s"][1]])
-        for i in range(4):  # an unused column teaches nothing; a fixed overhead stays
-            if not np.any(a[:, i]) or (i == 3 and not fit_overhead):
+        lower = np.array([1 / BOUNDS[r][1] for r in ROOFS] + [BOUNDS[o][0] for o in OVERHEADS])
+        upper = np.array([1 / BOUNDS[r][0] for r in ROOFS] + [BOUNDS[o][1] for o in OVERHEADS])
+        for i in range(5):  # an unused column teaches nothing; a fixed overhead stays
+            if not np.any(a[:, i]) or (i >= 3 and not fit_overhead) or (
+                    i == 4 and not fit_calls):
                 lower[i] = upper[i] = current[i]
         x = bounded_lstsq_small(a, np.ones(len(times)), lower, upper)
         efficiency = {r: (float(getattr(factors.efficiency, r)) if lower[i] == upper[i]
                           else float(1 / x[i])) for i, r in enumerate(ROOFS)}
         factors = Factors(Efficiency(**efficiency),
-                          float(x[3]) if lower[3] != upper[3] else factors.op_overhead_s)
+                          float(x[3]) if lower[3] != upper[3] else factors.op_overhead_s,
+                          float(x[4]) if lower[4] != upper[4] else factors.call_overhead_s,
+                          factors.overlap)
     return factors, iterations
 
 
@@ -175,7 +193,8 @@ def _objective(times: list[_Times], measured: np.ndarray, factors: Factors) -> f
 
 
 def fit_factors(samples: Sequence[Sample], peaks: Peaks, start: Factors | None = None, *,
-                fit_overhead: bool = True, max_iterations: int = 20) -> tuple[Factors, int]:
+                fit_overhead: bool = True, max_iterations: int = 20,
+                fit_call_overhead: bool = False) -> tuple[Factors, int]:
     """Fit (efficiencies, op overhead) to `samples`: alternate bounds and bounded relative least
     squares from `start` and from every combination of `START_GRID` per roof, keeping the
     result with the smallest squared relative error. Returns it with its iteration count."""
@@ -185,11 +204,13 @@ def fit_factors(samples: Sequence[Sample], peaks: Peaks, start: Factors | None =
         raise ValueError("no samples with a positive measured time to fit")
     times = [_Times(s, peaks) for s in usable]
     measured = np.array([s.measured_s for s in usable])
-    starts = [start] + [Factors(Efficiency(matmul=m, vector=v, memory=b), start.op_overhead_s)
+    starts = [start] + [Factors(Efficiency(matmul=m, vector=v, memory=b), start.op_overhead_s,
+                                start.call_overhead_s, start.overlap)
                         for m, v, b in itertools.product(START_GRID, repeat=3)]
     best: tuple[float, Factors, int] | None = None
     for first in starts:
-        factors, iterations = _alternate(times, measured, first, fit_overhead, max_iterations)
+        factors, iterations = _alternate(times, measured, first, fit_overhead, max_iterations,
+                                         fit_call_overhead)
         cost = _objective(times, measured, factors)
         if best is None or cost < best[0] - 1e-12:
             best = (cost, factors, iterations)
@@ -200,11 +221,12 @@ def fit_factors(samples: Sequence[Sample], peaks: Peaks, start: Factors | None =
 def at_bounds(factors: Factors) -> list[str]:
     """Names of the factors lying on a plausibility bound (the model fits the data poorly).
     A zero op overhead is not reported: no overhead is a plausible answer."""
-    values = {**factors.efficiency.model_dump(), "op_overhead_s": factors.op_overhead_s}
+    values = {**factors.efficiency.model_dump(), "op_overhead_s": factors.op_overhead_s,
+              "call_overhead_s": factors.call_overhead_s}
     out = []
     for name, value in values.items():
         low, high = BOUNDS[name]
-        edges = (high,) if name == "op_overhead_s" else (low, high)
+        edges = (high,) if name in OVERHEADS else (low, high)
         if any(abs(value - edge) <= 1e-9 * max(1e-9, abs(edge)) for edge in edges):
             out.append(name)
     return out
@@ -251,3 +273,16 @@ def fit(samples: Sequence[Sample], peaks: Peaks, start: Factors | None = None, *
                      mape(fit_part, peaks, start), mape(fit_part, peaks, factors),
                      mape(held, peaks, start), mape(held, peaks, factors), by_label,
                      at_bounds(factors))
+
+
+def with_kernel_factors(device: Device, kernels: str, factors: Factors) -> Device:
+    """A copy of `device` holding `factors` for one kernel model (`Device.kernel_efficiency`,
+    read by `hardware.kernels.estimate_kernels`) and the fitted op and call overheads."""
+    if kernels not in ("eager", "fused"):
+        raise HardwareError(f"unknown kernel model {kernels!r}; use 'eager' or 'fused'")
+    copy = device.model_copy(update={
+        "kernel_efficiency": {**device.kernel_efficiency, kernels: factors.efficiency},
+        "op_overhead_us": factors.op_overhead_s * 1e6,
+        "call_overhead_us": factors.call_overhead_s * 1e6, "overlap": factors.overlap})
+    copy.name = device.name
+    return copy

@@ -71,15 +71,26 @@ def time_summary(est: TraceEstimate) -> dict[str, Any]:
             "by_class": classes}
 
 
+def kernel_summary(ke: Any) -> dict[str, Any]:
+    """The `estimates` JSON block for a `hardware.kernels.KernelEstimates`: `time_summary` of its
+    trace estimate plus `kernels`, `logits` and the totals' flops, vector_flops and bytes
+    (`estimates.kernels`, `estimates.total.flops`, `.bytes`, `.estimate_s`)."""
+    out = time_summary(ke.trace_estimate)
+    out["kernels"], out["logits"] = ke.kernels, ke.logits
+    out["total"].update(ke.total.to_json())
+    return out
+
+
 def render_time(est: TraceEstimate, console: Console, top: int = 15,
-                run_device: str | None = None) -> None:
+                run_device: str | None = None, kernels: str | None = None) -> None:
     """Print the time estimate: a total line and a table by module class. Measured times (runs
     on a real device) are shown beside; the percentage only when `run_device` is the kind of
     device estimated (cpu for a cpu entry, else an accelerator)."""
     total = est.total
     measured = est.measured_s
     share = total.as_dict()["memory_bound_share"]
-    line = (f"estimated time on {est.device.name} ({est.device.display_name}, {est.dtype}): "
+    line = (f"estimated time on {est.device.name} ({est.device.display_name}, {est.dtype}"
+            + (f", {kernels} kernels" if kernels else "") + "): "
             f"{human_time(total.estimate_s)} — {total.bound}-bound"
             + (f" ({100 * share:.0f}% of the time in memory-bound calls)"
                if share is not None else "")

@@ -6,7 +6,8 @@ P_vec (non-tensor vector units) and bandwidth BW, and efficiency factors e_mm, e
 
     compute_s  = flops / (P_mm * e_mm) + vector_flops / (P_vec * e_vec)
     memory_s   = (bytes_read + bytes_written) / (BW * e_bw)
-    estimate_s = max(compute_s, memory_s) + ops * op_overhead_s
+    estimate_s = max(compute_s, memory_s) + ops * op_overhead_s + calls * call_overhead_s
+                 (compute_s + memory_s instead of the max on a device with `overlap: false`)
     bound      = "compute" if compute_s > memory_s else "memory"
     intensity  = (flops + vector_flops) / (bytes_read + bytes_written)   [FLOP/byte]
 
@@ -24,7 +25,9 @@ Semantics:
   datasheet devices and measured by calibration for local ones.
 
 Limits: one device, no communication; no cache model (all bytes at memory bandwidth); ideal
-peaks unless efficiency factors are fitted (`hardware.fit`).
+peaks unless efficiency factors are fitted (`hardware.fit`). `call_overhead_us` (a fixed cost per
+module call: the framework's Python per `nn.Module.__call__`, which dominates small decode steps
+on CPU) is 0 unless fitted.
 
 Example:
     >>> from hardware.catalog import load_catalog
@@ -46,13 +49,15 @@ Bound = Literal["compute", "memory"]
 
 @dataclass(frozen=True)
 class Work:
-    """Additive work of some aten ops: counts as in `tracing.records.Counters`, plus op count."""
+    """Additive work of some aten ops: counts as in `tracing.records.Counters`, plus op count and
+    module-call count (1 for a call's own work, 0 for work outside any call)."""
 
     flops: int = 0
     vector_flops: int = 0
     bytes_read: int = 0
     bytes_written: int = 0
     ops: int = 0
+    calls: int = 0
 
     @property
     def bytes(self) -> int:
@@ -66,7 +71,7 @@ class Work:
     def __add__(self, other: "Work") -> "Work":
         return Work(self.flops + other.flops, self.vector_flops + other.vector_flops,
                     self.bytes_read + other.bytes_read, self.bytes_written + other.bytes_written,
-                    self.ops + other.ops)
+                    self.ops + other.ops, self.calls + other.calls)
 
 
 @dataclass(frozen=True)
@@ -77,17 +82,22 @@ class Peaks:
     vector: float | None
     bandwidth: float
     op_overhead_s: float = 0.0
+    call_overhead_s: float = 0.0
+    overlap: bool = True  # compute and memory overlap (max); False: they add
 
     @classmethod
     def of(cls, device: Device, dtype: object, efficiency: Efficiency | None = None,
-           op_overhead_us: float | None = None) -> "Peaks":
+           op_overhead_us: float | None = None,
+           call_overhead_us: float | None = None) -> "Peaks":
         """Peaks of `device` for `dtype`, scaled by `efficiency` (default: the device's own)."""
         eff = efficiency or device.efficiency
         vector = device.vector_peak(dtype)
         overhead = device.op_overhead_us if op_overhead_us is None else op_overhead_us
+        per_call = device.call_overhead_us if call_overhead_us is None else call_overhead_us
         return cls(matmul=device.matmul_peak(dtype) * eff.matmul,
                    vector=None if vector is None else vector * eff.vector,
-                   bandwidth=device.bandwidth * eff.memory, op_overhead_s=overhead * 1e-6)
+                   bandwidth=device.bandwidth * eff.memory, op_overhead_s=overhead * 1e-6,
+                   call_overhead_s=per_call * 1e-6, overlap=device.overlap)
 
 
 @dataclass(frozen=True)
@@ -145,8 +155,10 @@ def estimate_work(work: Work, peaks: Peaks) -> Estimate:
     memory_s = work.bytes / peaks.bandwidth
     compute_s = matmul_s + vector_s
     compute_bound = compute_s > memory_s
-    return Estimate(work, matmul_s, vector_s, memory_s, work.ops * peaks.op_overhead_s,
-                    compute_s if compute_bound else 0.0, 0.0 if compute_bound else memory_s)
+    overhead_s = work.ops * peaks.op_overhead_s + work.calls * peaks.call_overhead_s
+    busy = max(compute_s, memory_s) if peaks.overlap else compute_s + memory_s
+    return Estimate(work, matmul_s, vector_s, memory_s, overhead_s,
+                    busy if compute_bound else 0.0, 0.0 if compute_bound else busy)
 
 
 def estimate_totals(flops: int, vector_flops: int, bytes_read: int, bytes_written: int,
@@ -173,18 +185,18 @@ class CallWork:
     wall_time_s: float | None = None
 
 
-def work_of(counters: Any, ops: Any = None) -> Work:
+def work_of(counters: Any, ops: Any = None, calls: int = 0) -> Work:
     """`Work` from anything with flops/vector_flops/bytes_read/bytes_written attributes; `ops`
     is a mapping of op name -> stat with a `count` (as `CallRecord.ops`)."""
     count = sum(getattr(s, "count", 0) for s in ops.values()) if ops else 0
     return Work(int(counters.flops), int(counters.vector_flops), int(counters.bytes_read),
-                int(counters.bytes_written), int(count))
+                int(counters.bytes_written), int(count), calls)
 
 
 def calls_from_records(records: Iterable[Any]) -> list[CallWork]:
     """`CallWork`s from `tracing.records.CallRecord`-like objects (read by attribute only)."""
     return [CallWork(r.call_id, r.parent_call_id, r.module_path, r.class_name,
-                     work_of(r.self_counters, r.ops), tuple(r.children), r.wall_time_s)
+                     work_of(r.self_counters, r.ops, calls=1), tuple(r.children), r.wall_time_s)
             for r in records]
 
 

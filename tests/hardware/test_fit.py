@@ -94,3 +94,59 @@ def test_implausible_answers_end_on_a_bound() -> None:
     assert result.factors.efficiency.matmul == pytest.approx(2.0)
     assert result.at_bound == ["matmul"]
     assert at_bounds(TRUE) == []
+
+
+def test_call_overhead_is_recovered_and_applied_per_kernel_model() -> None:
+    from hardware.catalog import Device
+    from hardware.fit import with_kernel_factors
+    from hardware.kernels import estimate_kernels
+    from hardware.roofline import estimate_work
+
+    truth = Factors(Efficiency(matmul=0.5, vector=1.0, memory=0.25), 2e-6, 30e-6)
+    rng = random.Random(1)
+    samples = []
+    for i in range(30):  # decode-like samples: many calls with little work each
+        items = tuple(Work(flops=rng.randint(10**6, 10**9), bytes_read=rng.randint(10**4, 10**8),
+                           ops=rng.randint(1, 6), calls=1) for _ in range(rng.randint(5, 40)))
+        sample = Sample(items, 1.0, group=f"g{i}")
+        samples.append(Sample(items, estimate_sample(sample, PEAKS, truth), f"g{i}"))
+    factors, _ = fit_factors(samples, PEAKS, fit_call_overhead=True)
+    assert factors.call_overhead_s == pytest.approx(30e-6, rel=1e-6)
+    assert factors.op_overhead_s == pytest.approx(2e-6, rel=1e-6)
+    assert factors.efficiency.memory == pytest.approx(0.25, rel=1e-6)
+    # the same factors through a device: 1 call, 2 ops, 1e8 bytes at 25% of 100 GB/s
+    toy = Device.model_validate({
+        "display_name": "toy", "vendor": "test", "kind": "cpu", "memory_gb": 1,
+        "memory_bandwidth_gbs": 100, "matmul_tflops": {"fp32": 1.0},
+        "vector_tflops": {"fp32": 0.1}, "sources": [{"title": "test"}]})
+    toy.name = "toy"
+    tuned = with_kernel_factors(toy, "eager", factors)
+    assert tuned.efficiency_for("eager").memory == pytest.approx(0.25)
+    assert tuned.efficiency_for("fused") == Efficiency()
+    est = estimate_work(Work(bytes_read=10**8, ops=2, calls=1),
+                        Peaks.of(tuned, "fp32", tuned.efficiency_for("eager")))
+    assert est.estimate_s == pytest.approx(10**8 / (1e11 * 0.25) + 2 * 2e-6 + 30e-6)
+    # estimate_kernels picks the kernel model's factors: a memory-bound Linear on 1 row
+    import torch
+
+    from tracing import trace
+    model = torch.nn.Sequential(torch.nn.Linear(512, 512))
+    with torch.inference_mode(), trace(model) as t:
+        model(torch.ones(1, 512))
+    eager = estimate_kernels(t, tuned, "fp32", "eager").total.estimate_s
+    fused = estimate_kernels(t, tuned, "fp32", "fused").total.estimate_s
+    moved = t.totals.bytes_read + t.totals.bytes_written  # same work in both kernel models
+    assert moved >= (512 * 512 + 512 + 2 * 512) * 4
+    assert eager - fused == pytest.approx(moved / 1e11 * (1 / 0.25 - 1))
+
+
+def test_additive_model_is_recovered() -> None:
+    truth = Factors(Efficiency(matmul=0.9, vector=0.5, memory=0.4), 1e-6, 45e-6, overlap=False)
+    samples = [Sample(s.items, estimate_sample(s, PEAKS, truth), s.group)
+               for s in synthetic(40, seed=3)]
+    start = Factors(Efficiency(), overlap=False)
+    factors, _ = fit_factors(samples, PEAKS, start, fit_call_overhead=True)
+    assert not factors.overlap
+    assert factors.efficiency.memory == pytest.approx(0.4, rel=1e-6)
+    assert factors.efficiency.matmul == pytest.approx(0.9, rel=1e-6)
+    assert mape(samples, PEAKS, factors) == pytest.approx(0, abs=1e-6)

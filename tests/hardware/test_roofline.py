@@ -131,3 +131,16 @@ def test_a_real_trace_sums_consistently() -> None:
     assert est.total.work.flops == t.totals.flops
     assert Peaks.of(TOY, "fp32").op_overhead_s == pytest.approx(5e-6)
     assert estimate_work(Work(), Peaks.of(TOY, "fp32")).estimate_s == 0
+
+
+def test_devices_without_overlap_add_compute_and_memory() -> None:
+    cpu = TOY.model_copy(update={"overlap": False, "call_overhead_us": 40})
+    cpu.name = "toy-cpu"
+    est = estimate_work(Work(flops=10**9, bytes_read=10**9, ops=3, calls=1),
+                        Peaks.of(cpu, "fp32"))
+    # 1 ms of matmul + 10 ms of memory, added; 3 ops x 5 µs; one call x 40 µs
+    assert est.estimate_s == pytest.approx(1e-3 + 1e-2 + 15e-6 + 40e-6)
+    assert est.bound == "memory"
+    overlapped = estimate_work(Work(flops=10**9, bytes_read=10**9, ops=3, calls=1),
+                               Peaks.of(TOY, "fp32"))
+    assert overlapped.estimate_s == pytest.approx(1e-2 + 15e-6)  # no call overhead by default
