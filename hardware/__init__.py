@@ -8,7 +8,7 @@ Modules (the package imports none of them eagerly, so `import hardware` stays ch
 - `kernels`: the `eager` (as traced) and `fused` (serving-engine kernels) kernel models;
   `estimate_kernels` -> `KernelEstimates` (`estimates.kernels`, `.total.flops/.bytes/.estimate_s`).
 - `memory`: weights + KV cache + traced activations (per kernel model), fit, largest batch and
-  longest context; `memory_fit`: the same from element counts and bit widths (closed form).
+  longest context.
 - `calibrate`: microbenchmarks of the local device -> a user device entry.
 - `fit`: efficiency factors and op overhead from measured times; MAPE before/after.
 - `report`, `plot`: tables, JSON blocks and the roofline/breakdown PNG.

@@ -1,4 +1,7 @@
-"""Inference memory from the trace: weights + KV cache + peak activations, fit, largest batch/context.
+"""Inference memory arithmetic: weights + KV cache + peak activations, fit, largest batch/context.
+
+The traced source (`TracedMemory`) lives in `lm_predictor.models.memory` (it builds and traces
+models, which this layer never does); this module holds the breakdown and the plan.
 
 The activation peak is measured, not guessed: one forward pass is traced on `meta` (nothing is
 allocated; `tracing.memory` tracks the live bytes of every storage the pass creates), exactly as
@@ -45,9 +48,8 @@ and sequence):
 """
 from __future__ import annotations
 
-import copy
 from dataclasses import asdict, dataclass
-from typing import Any, Callable
+from typing import Any, Callable, Protocol
 
 from hardware.catalog import HardwareError
 
@@ -118,92 +120,6 @@ def largest_fitting(fits: Callable[[int], bool], low: int, cap: int) -> int:
     return good
 
 
-def _truncated(config: Any, layers: int) -> Any:
-    """A copy of `config` with at most `layers` decoder layers (per-layer lists sliced)."""
-    config = copy.deepcopy(config)
-    text = config.get_text_config() if hasattr(config, "get_text_config") else config
-    for name in ("num_hidden_layers", "n_layer", "num_layers"):
-        total = getattr(text, name, None)
-        if isinstance(total, int) and total > layers:
-            setattr(text, name, layers)
-            for key, value in list(vars(text).items()):
-                if isinstance(value, list) and len(value) == total:
-                    setattr(text, key, value[:layers])
-    return config
-
-
-class TracedMemory:
-    """Memory of one model in one dtype under one kernel model, from meta traces (memoised)."""
-
-    def __init__(self, config: Any, dtype: Any = None, kernels: str = "fused",
-                 logits: str | None = None, *, probe_layers: int | None = 2) -> None:
-        import torch
-
-        from hardware.kernels import check_kernels
-        from lm_predictor.inputs import cache_layout
-        from lm_predictor.models import build_model
-
-        check_kernels(kernels, logits)
-        self.kernels = kernels
-        self.logits = logits or ("last" if kernels == "fused" else "all")
-        self.dtype = dtype or torch.float32
-        self.config = config
-        full = build_model(config, device="meta", dtype=self.dtype)
-        self.itemsize = torch.empty((), dtype=self.dtype).element_size()
-        self.weights_bytes = sum(p.numel() for p in full.parameters()) * self.itemsize
-        self.layout = cache_layout(full, dtype=self.dtype)
-        self.model = full if probe_layers is None else build_model(
-            _truncated(config, probe_layers), device="meta", dtype=self.dtype)
-        del full
-        text = config.get_text_config() if hasattr(config, "get_text_config") else config
-        self.context_limit: int | None = getattr(text, "max_position_embeddings", None)
-        self._memo: dict[tuple[int, int, int], tuple[int, int]] = {}
-
-    def kv_cache_bytes(self, batch: int, tokens: int) -> int:
-        """One copy of the full model's KV cache for `tokens` tokens per sequence."""
-        return batch * sum(lay.bytes_per_token * min(tokens, lay.window or tokens)
-                           for lay in self.layout)
-
-    def _trace(self, batch: int, seq_len: int, kv_len: int) -> tuple[int, int]:
-        """(traced peak, KV bytes created in the pass) of the probe model, memoised."""
-        key = (batch, seq_len, kv_len)
-        if key not in self._memo:
-            import torch
-
-            from lm_predictor.inputs import build_inputs, forward_params
-            from tracing import trace
-
-            phase = "decode" if kv_len and seq_len == 1 else "prefill"
-            inputs = build_inputs(self.model, self.config, batch_size=batch, seq_len=seq_len,
-                                  phase=phase, kv_len=kv_len, device="meta",
-                                  attention_mask=False)
-            if (self.logits == "last" and seq_len > 1
-                    and "logits_to_keep" in forward_params(self.model)):
-                inputs["logits_to_keep"] = 1
-            with torch.inference_mode(), trace(self.model, device_timing=False) as t:
-                out = self.model(**inputs)
-            cache = getattr(out, "past_key_values", None)
-            kv = 0
-            for layer in getattr(cache, "layers", []) or []:
-                for name in ("keys", "values"):
-                    tensor = getattr(layer, name, None)
-                    if isinstance(tensor, torch.Tensor):
-                        kv += tensor.numel() * tensor.element_size()
-            self._memo[key] = (t.peak_activation_bytes, kv)
-        return self._memo[key]
-
-    def breakdown(self, batch_size: int, seq_len: int, kv_len: int = 0) -> MemoryBreakdown:
-        """Weights, KV cache and transient activations of one pass over `seq_len` new tokens on
-        `kv_len` cached ones."""
-        if batch_size < 1 or seq_len < 1 or kv_len < 0:
-            raise HardwareError(f"need batch >= 1, seq_len >= 1, kv_len >= 0 (got {batch_size}, "
-                                f"{seq_len}, {kv_len})")
-        peak, kv_in_trace = self._trace(batch_size, seq_len, kv_len)
-        return MemoryBreakdown(self.kernels, batch_size, seq_len, kv_len, self.weights_bytes,
-                               self.kv_cache_bytes(batch_size, kv_len + seq_len),
-                               max(0, peak - kv_in_trace), peak)
-
-
 def _scaled(b: MemoryBreakdown, itemsize: int, w_bits: int | None, kv_bits: int | None,
             a_bits: int | None) -> MemoryBreakdown:
     def scale(value: int, bits: int | None) -> int:
@@ -213,7 +129,18 @@ def _scaled(b: MemoryBreakdown, itemsize: int, w_bits: int | None, kv_bits: int 
                            scale(b.activation_bytes, a_bits), b.traced_peak_bytes)
 
 
-def plan_memory(source: TracedMemory, capacity_bytes: int, *, batch_size: int = 1,
+class MemorySource(Protocol):
+    """What `plan_memory` needs: a breakdown at any shape (e.g.
+    `lm_predictor.models.memory.TracedMemory`, which traces on meta), the dtype's itemsize and
+    the model's context limit."""
+
+    itemsize: int
+    context_limit: int | None
+
+    def breakdown(self, batch_size: int, seq_len: int, kv_len: int = 0) -> MemoryBreakdown: ...
+
+
+def plan_memory(source: MemorySource, capacity_bytes: int, *, batch_size: int = 1,
                 seq_len: int = 1, kv_len: int = 0, usable_fraction: float = 1.0,
                 w_bits: int | None = None, kv_bits: int | None = None,
                 a_bits: int | None = None, max_batch_cap: int = 1 << 20) -> MemoryPlan:
@@ -240,10 +167,3 @@ def plan_memory(source: TracedMemory, capacity_bytes: int, *, batch_size: int = 
         max_context = largest_fitting(lambda t: at(batch_size, t, 0).total <= usable, 1, limit)
     return MemoryPlan(here, capacity_bytes, usable, here.total <= usable, max(0, max_batch),
                       max(0, max_context), source.context_limit)
-
-
-def memory_estimate(config: Any, *, batch_size: int, seq_len: int, kv_len: int = 0,
-                    dtype: Any = None, kernels: str = "eager") -> MemoryBreakdown:
-    """One breakdown (for `lm_predictor.models.estimate_memory`): weights, KV cache and traced
-    activations of a pass; `eager` by default (what `analyze` traces)."""
-    return TracedMemory(config, dtype, kernels).breakdown(batch_size, seq_len, kv_len)

@@ -38,6 +38,7 @@ class AnalysisResult:
     note: str = ""
     cross_check: list[Any] = field(default_factory=list)  # crosscheck.CrossCheckRow with fvcore
     estimates: Any = None  # hardware.roofline.TraceEstimate when analyzed with `hardware`
+    kernel_estimates: Any = None  # hardware.kernels.KernelEstimates (kernel model, totals)
 
 
 def analyze(model_id: str, *, batch_size: int = 1, seq_len: int = 128,
@@ -46,13 +47,18 @@ def analyze(model_id: str, *, batch_size: int = 1, seq_len: int = 128,
             counter: Literal["dispatch", "fvcore"] = "dispatch",
             db: str | os.PathLike[str] | None = "", registry: Registry | None = None,
             formulas: str | None = None, progress: Progress | None = None,
-            fill_gaps: bool = False, hardware: str | None = None) -> AnalysisResult:
+            fill_gaps: bool = False, hardware: str | None = None,
+            kernels: Literal["eager", "fused"] | None = None,
+            logits: Literal["last", "all"] | None = None) -> AnalysisResult:
     """Trace, reconcile and (unless `db is None`) store one run. `db=""` uses the default file.
 
     `fill_gaps` runs the formula agent for every class without a formula, deepest first, and
     reconciles again (see `lm_predictor.agent.fill_gaps`); its messages go to `note`.
     `hardware` (a device of `hardware.catalog`) adds roofline time estimates per call
-    (`estimates`), stored with the run."""
+    (`estimates`), stored with the run, under a kernel model (`kernels`: `eager`, what the
+    trace measures, or `fused`, FlashAttention-style attention, fused norms and activations, KV
+    appended in place; default: fused on accelerators, eager on CPUs) and `logits` (`last`:
+    generation prefill keeps the last position's logits, fused's default; `all`)."""
     say = progress or (lambda _msg: None)
     spec = RunSpec(model_id, batch_size=batch_size, seq_len=seq_len, phase=phase, kv_len=kv_len,
                    dtype=dtype, device=device, rtol=rtol,
@@ -79,19 +85,20 @@ def analyze(model_id: str, *, batch_size: int = 1, seq_len: int = 128,
         filled = run_fill_gaps(out.trace, registry, db=db, model_id=model_id, progress=say)
         notes += filled.notes
         out = rereconcile(out, filled.registry)
-    estimates = None
+    estimates = kernel_estimates = None
     if target is not None:
-        from hardware.roofline import estimate_trace
+        from hardware.kernels import estimate_kernels
 
         say(f"estimating time on {target.name}")
-        estimates = estimate_trace(out.trace, target, dtype)
+        kernel_estimates = estimate_kernels(out.trace, target, dtype, kernels, logits)
+        estimates = kernel_estimates.trace_estimate
     run_id = None
     if db is not None:
         say("storing the run")
         run_id = store_run(out, db or None, estimates.rows() if estimates else None)
     assert out.recon is not None
     return AnalysisResult(run_id, out.meta, out.trace, out.recon, out.formulas, "; ".join(notes),
-                          cross, estimates)
+                          cross, estimates, kernel_estimates)
 
 
 def connect(db: str | os.PathLike[str] | None = None) -> Any:

@@ -36,6 +36,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--hardware", metavar="NAME",
                    help="add roofline time estimates per call on this device (lm-predictor "
                         "hardware list), stored in the estimates table")
+    p.add_argument("--kernels", choices=("eager", "fused"),
+                   help="kernel model of the time estimate: eager (the unfused ops the trace "
+                        "measures) or fused (FlashAttention, fused norms/activations/rotary, KV "
+                        "appended in place); default fused on accelerators, eager on CPUs")
+    p.add_argument("--logits", choices=("last", "all"),
+                   help="logits of the last position only (generation prefill; fused default) "
+                        "or of every position (eager default)")
     p.add_argument("--plot", metavar="FILE.png", type=output_file,
                    help="with --hardware: write a roofline chart and a time breakdown by class "
                         "(two panels, one PNG)")
@@ -55,6 +62,8 @@ def cmd_analyze(args: argparse.Namespace) -> int:
         raise UsageError("--seq-len is not used with --phase decode (one new token per step); "
                          "drop it, or use --phase prefill with --kv-len for a chunked prefill")
     args.seq_len = args.seq_len or 128
+    if (args.kernels or args.logits) and not args.hardware:
+        raise UsageError("--kernels and --logits shape the time estimate: add --hardware NAME")
     if args.plot and not args.hardware:
         raise UsageError("--plot needs --hardware NAME (the device whose roofline to draw), "
                          "e.g. --hardware H100-SXM")
@@ -74,6 +83,7 @@ def cmd_analyze(args: argparse.Namespace) -> int:
                          db=None if args.no_store else (args.db or ""),
                          counter=args.counter, formulas=args.formulas,
                          fill_gaps=args.fill_gaps, hardware=args.hardware,
+                         kernels=args.kernels, logits=args.logits,
                          progress=status.update)
     if result.note:
         err.print(result.note)
@@ -83,9 +93,9 @@ def cmd_analyze(args: argparse.Namespace) -> int:
             out["fvcore"] = [{"module_path": r.module_path, "dispatch_flops": r.dispatch_flops,
                               "fvcore_flops": r.fvcore_flops} for r in result.cross_check]
         if result.estimates is not None:
-            from hardware.report import time_summary
+            from hardware.report import kernel_summary
 
-            out["estimates"] = time_summary(result.estimates)
+            out["estimates"] = kernel_summary(result.kernel_estimates)
         print(json.dumps(out, indent=2))
     else:
         console = Console()
@@ -95,7 +105,8 @@ def cmd_analyze(args: argparse.Namespace) -> int:
         if result.estimates is not None:
             from hardware.report import render_time
 
-            render_time(result.estimates, console, run_device=result.meta.device)
+            render_time(result.estimates, console, run_device=result.meta.device,
+                        kernels=result.kernel_estimates.kernels)
     if args.plot and result.estimates is not None:
         from hardware.plot import plot_estimates
         from hardware.report import comparable

@@ -28,6 +28,7 @@ from collections import Counter
 from typing import TYPE_CHECKING, Any
 
 
+from formula_db.units import MODEL_DTYPES
 from lm_predictor.cli._args import add_db_arg, non_negative_int, positive_int
 
 if TYPE_CHECKING:
@@ -115,8 +116,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     p = hs.add_parser("memory", aliases=["fit-memory"],
                       help="weights + KV cache + activations against a device's memory",
-                      description="Memory needed at bit widths --w-bits/--a-bits/--kv-bits and "
-                                  "the largest batch that fits for the sequence length.")
+                      description="Weights, KV cache and activations (traced on meta: the same "
+                                  "peak analyze reports) at the dtype or the given bit widths, "
+                                  "whether they fit, the largest batch and the longest context.")
     p.add_argument("--model-id", "--model_id", dest="model_id", required=True)
     p.add_argument("--seq-len", "--seq_len", dest="seq_len", type=positive_int, required=True,
                    help="tokens per sequence processed (the prompt)")
@@ -125,9 +127,18 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--hardware", required=True, metavar="NAME")
     p.add_argument("--batch-size", "--batch_size", dest="batch_size", type=positive_int,
                    default=1)
-    p.add_argument("--w-bits", "--w_bits", dest="w_bits", type=bits, default=16)
-    p.add_argument("--a-bits", "--a_bits", dest="a_bits", type=bits, default=16)
-    p.add_argument("--kv-bits", "--kv_bits", dest="kv_bits", type=bits, default=16)
+    p.add_argument("--dtype", choices=MODEL_DTYPES,
+                   help="model dtype (default: the config's torch_dtype, else bfloat16)")
+    p.add_argument("--kernels", choices=("eager", "fused"),
+                   help="fused (default on accelerators): logits of the last position, SDPA, "
+                        "cache appended in place; eager: what analyze traces")
+    p.add_argument("--logits", choices=("last", "all"))
+    p.add_argument("--w-bits", "--w_bits", dest="w_bits", type=bits, default=None,
+                   help="weight bit width (default: the dtype's)")
+    p.add_argument("--a-bits", "--a_bits", dest="a_bits", type=bits, default=None,
+                   help="activation bit width (default: the dtype's)")
+    p.add_argument("--kv-bits", "--kv_bits", dest="kv_bits", type=bits, default=None,
+                   help="KV-cache bit width (default: the dtype's)")
     p.add_argument("--usable", type=fraction, default=1.0,
                    help="usable share of the capacity (e.g. 0.9 for runtime overheads)")
     common(p)
@@ -329,53 +340,59 @@ def run_estimate(args: argparse.Namespace) -> int:
 # --- memory fit ----------------------------------------------------------------------------------
 
 def run_memory(args: argparse.Namespace) -> int:
+    """Weights, KV cache and traced activations against the device's memory."""
     from rich.console import Console
     from rich.table import Table
-    import torch
 
-    from hardware.memory_fit import MemoryNeeds, fit_memory
+    from hardware.kernels import kernel_default
+    from hardware.memory import plan_memory
     from lm_predictor import settings
-    from lm_predictor.models.build import build_model, count_parameters
-    from lm_predictor.models.cache import cache_layout
-    from lm_predictor.models.memory import estimate_memory
+    from lm_predictor.models.memory import TracedMemory
     from lm_predictor.models.presets import check_model_id
     from lm_predictor.models.resolve import resolve_config
+    from lm_predictor.run import torch_dtype
 
     check_model_id(args.model_id)
     device = _catalog(args).get(args.hardware)
     resolved = resolve_config(args.model_id, hf_token=settings.hf_token())
-    model = build_model(resolved.config, device="meta", dtype=torch.float32)
-    tokens = args.kv_len + args.seq_len
-    kv_elements = sum(lay.bytes_per_token // lay.itemsize * min(tokens, lay.window or tokens)
-                      for lay in cache_layout(model, dtype=torch.float32))
-    act_bytes = estimate_memory(model, batch_size=1, seq_len=args.seq_len, kv_len=args.kv_len,
-                                dtype=torch.float32).activation_bytes_estimate
-    needs = MemoryNeeds(count_parameters(model), kv_elements, act_bytes // 4)
-    fit = fit_memory(needs, device.capacity_bytes, batch_size=args.batch_size,
-                     w_bits=args.w_bits, a_bits=args.a_bits, kv_bits=args.kv_bits,
-                     usable_fraction=args.usable)
-    out = {"model_id": resolved.model_id, "hardware": device.name, "seq_len": args.seq_len,
-           "kv_len": args.kv_len, "parameters": needs.parameters,
-           "kv_elements_per_sequence": needs.kv_elements_per_sequence,
-           "activation_elements_per_sequence": needs.activation_elements_per_sequence,
-           **fit.as_dict()}
+    dtype_name = args.dtype or _config_dtype(resolved.config)
+    kernels = args.kernels or kernel_default(device.kind)
+    source = TracedMemory(resolved.config, torch_dtype(dtype_name), kernels, args.logits)
+    plan = plan_memory(source, device.capacity_bytes, batch_size=args.batch_size,
+                       seq_len=args.seq_len, kv_len=args.kv_len, usable_fraction=args.usable,
+                       w_bits=args.w_bits, kv_bits=args.kv_bits, a_bits=args.a_bits)
+    out = {"model_id": resolved.model_id, "hardware": device.name, "dtype": dtype_name,
+           "parameters": source.weights_bytes // source.itemsize, **plan.to_json()}
     if args.json:
         print(json.dumps(out, indent=2))
         return 0
-    gb = 1e9
-    table = Table(title=f"{resolved.model_id} on {device.name} ({device.memory_gb:g} GB): "
-                        f"batch {args.batch_size}, {tokens} tokens per sequence, "
-                        f"W{args.w_bits} A{args.a_bits} KV{args.kv_bits}")
+    b = plan.breakdown
+    tokens = args.kv_len + args.seq_len
+    table = Table(title=f"{resolved.model_id} on {device.name} ({device.memory_gb:g} GB), "
+                        f"{dtype_name}, {kernels} kernels: batch {args.batch_size}, {tokens} "
+                        f"tokens per sequence")
     table.add_column("part")
-    table.add_column("GB", justify="right")
-    for name, value in (("weights", fit.weights_bytes), ("KV cache", fit.kv_bytes),
-                        ("activations (peak, estimate)", fit.activation_bytes),
-                        ("total", fit.total_bytes), ("usable capacity", fit.usable_bytes)):
-        table.add_row(name, f"{value / gb:.3f}")
+    table.add_column("GB (1e9 bytes)", justify="right")
+    for name, value in (("weights", b.weights_bytes), ("KV cache", b.kv_cache_bytes),
+                        ("activations (traced peak)", b.activation_bytes),
+                        ("total", b.total), ("usable capacity", plan.usable_bytes)):
+        table.add_row(name, f"{value / 1e9:.3f}")
     console = Console()
     console.print(table)
-    verdict = "fits" if fit.fits else "does NOT fit"
-    largest = "unbounded" if fit.max_batch is None else str(fit.max_batch)
-    console.print(f"batch {args.batch_size} {verdict}; largest batch that fits at "
-                  f"{tokens} tokens: {largest}")
+    verdict = "fits" if plan.fits else "does NOT fit"
+    console.print(f"batch {args.batch_size} {verdict}; largest batch at {tokens} tokens: "
+                  f"{plan.max_batch}; longest context at batch {args.batch_size}: "
+                  f"{plan.max_context}" + (f" (the model's limit is {plan.context_limit})"
+                                           if plan.context_limit else ""))
     return 0
+
+
+def _config_dtype(config: object) -> str:
+    """The config's `torch_dtype` / `dtype` when it is a model dtype, else bfloat16."""
+    from formula_db.units import MODEL_DTYPES
+
+    for name in ("dtype", "torch_dtype"):
+        value = str(getattr(config, name, "") or "").removeprefix("torch.")
+        if value in MODEL_DTYPES:
+            return value
+    return "bfloat16"

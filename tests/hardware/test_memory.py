@@ -7,8 +7,9 @@ import pytest
 import torch
 
 from hardware.catalog import HardwareError
-from hardware.memory import MemoryBreakdown, TracedMemory, largest_fitting, plan_memory
-from lm_predictor.inputs import build_inputs
+from hardware.memory import MemoryBreakdown, largest_fitting, plan_memory
+from lm_predictor.models.inputs import build_inputs
+from lm_predictor.models.memory import TracedMemory
 from lm_predictor.models import build_model, load_preset, tiny_config
 from lm_predictor.testing import trace_config
 from tracing import trace
@@ -118,3 +119,32 @@ def test_traced_plan_is_the_boundary(config) -> None:  # type: ignore[no-untyped
     one = source.breakdown(1, 1, 64)
     assert one.kv_cache_bytes == 65 * 512
     assert abs(b - (capacity - weights) // (one.kv_cache_bytes + one.activation_bytes)) <= 1
+
+
+def test_memory_command_agrees_with_the_analyze_peak(tmp_path, user_devices, capsys) -> None:
+    """`hardware memory` (eager kernels) reports KV + activations equal to the peak activation
+    memory analyze traces at the same shape and dtype, and weights = parameters x itemsize."""
+    import json
+
+    from lm_predictor.cli import main
+
+    config = tmp_path / "config.json"
+    tiny_config(load_preset("meta-llama/Llama-3.1-8B")).to_json_file(str(config))
+    user_devices.write_text(json.dumps({"schema_version": 1, "devices": {"small": {
+        "display_name": "1 MB box", "vendor": "test", "kind": "cpu", "memory_gb": 0.001,
+        "memory_bandwidth_gbs": 1, "matmul_tflops": {"fp32": 0.1, "bf16": 0.1},
+        "sources": [{"title": "test"}]}}}))
+    assert main(["hardware", "memory", "--model-id", str(config), "--seq-len", "100",
+                 "--hardware", "small", "--batch-size", "2", "--dtype", "bfloat16",
+                 "--kernels", "eager", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["parameters"] == 90432  # hand count in the tiny Llama: see test_models
+    assert out["weights_bytes"] == 90432 * 2
+    assert main(["analyze", "--model-id", str(config), "--seq-len", "100", "--batch-size", "2",
+                 "--dtype", "bfloat16", "--no-store", "--json"]) == 0
+    peak = json.loads(capsys.readouterr().out)["totals"]["measured"]["peak_activation_bytes"]
+    assert out["kv_cache_bytes"] + out["activation_bytes"] == pytest.approx(peak, rel=0.10)
+    assert out["fits"] is (out["total_bytes"] <= 10**6)
+    assert main(["hardware", "memory", "--model-id", str(config), "--seq-len", "100",
+                 "--hardware", "small", "--batch-size", "64", "--dtype", "bfloat16"]) == 0
+    assert "does NOT fit" in capsys.readouterr().out
