@@ -44,7 +44,7 @@ MAX_EXPONENT = 256
 MAX_BITS = 4096
 MAX_CALL_DEPTH = 32
 MAX_METRIC_VALUE = 10**30
-MAX_STEPS = 200_000  # nodes one evaluation may visit, nested calls included
+MAX_STEPS = 100_000  # nodes one evaluation may visit, nested calls included (zoo models: <2,000)
 
 Number = int | float | Fraction
 

@@ -11,10 +11,10 @@ non-negative sympy symbols (not positive: a cache length of 0 must keep `kv_len 
 branches alive). `//` becomes floor(a/b), `%` Mod, `ceil_div` ceiling(a/b), a conditional a
 Piecewise.
 
-The evaluator's limits hold here too: at most MAX_STEPS nodes converted per conversion, nested
-calls with the same callee and argument expressions converted once (memoised), numeric
-exponents in 0..MAX_EXPONENT, numbers under 2**MAX_BITS, constant division by zero refused;
-`closed_form` leaves a product unexpanded when expanding it would give more than
+The evaluator's limits hold here too: at most MAX_STEPS (25,000) nodes converted per
+conversion, nested calls with the same callee and argument expressions converted once
+(memoised), numeric exponents in 0..MAX_EXPONENT, numbers under 2**MAX_BITS, constant division
+by zero refused; `closed_form` leaves a product unexpanded when expanding it would give more than
 MAX_EXPANDED_TERMS terms.
 
 Example:
@@ -32,9 +32,10 @@ import sympy
 
 from formula_db.ast import BinOp, Bool, Call, Cond, Func, Num, Param, Str, Unary, Node
 from formula_db.errors import CycleError, FormulaError
-from formula_db.evaluate import MAX_BITS, MAX_CALL_DEPTH, MAX_EXPONENT, MAX_STEPS, Resolver
+from formula_db.evaluate import MAX_BITS, MAX_CALL_DEPTH, MAX_EXPONENT, Resolver
 
 MAX_EXPANDED_TERMS = 5_000
+MAX_STEPS = 25_000  # nodes one conversion may visit (zoo models: under 1,300)
 
 _FUNCS: dict[str, Callable[..., sympy.Expr]] = {
     "min": lambda *a: sympy.Min(*a),
