@@ -62,6 +62,8 @@ def constant(value: Any) -> Any:
     if isinstance(value, Fraction):
         return sympy.Rational(value.numerator, value.denominator)
     if isinstance(value, float):
+        if value != value or value in (float("inf"), float("-inf")):
+            raise FormulaError(f"cannot use the non-finite value {value} symbolically")
         return sympy.Float(value)
     if isinstance(value, str):
         return value

@@ -219,3 +219,15 @@ def test_symbolic_and_exact_raise_only_formula_errors(flops: str) -> None:
             reg.symbolic("h.X", "flops", fixed=fixed)
         except FormulaError:
             pass
+
+
+def test_symbolic_refuses_non_finite_values_and_huge_powers() -> None:
+    reg = Registry.from_entries([make("h.Y", [param("b", "float")], flops="${b} * 2"),
+                                 make("h.Z", ["n"], flops="${n} > 1 ? 4096 ** (2**200)**20 : 1")])
+    for bad in (float("inf"), float("nan")):
+        with pytest.raises(FormulaError, match="non-finite"):
+            reg.symbolic("h.Y", "flops", fixed={"b": bad})
+    start = time.perf_counter()     # sympy would compute 4096**(2**4000): refused before
+    with pytest.raises(FormulaError, match="exponent .* outside 0..256"):
+        reg.symbolic("h.Z", "flops")
+    assert time.perf_counter() - start < 5.0
