@@ -11,6 +11,14 @@ Semantics:
   the cycle; nested calls deeper than MAX_CALL_DEPTH fail.
 - `a ** b` needs an integer exponent in [0, MAX_EXPONENT] whose result stays under MAX_BITS
   bits; every arithmetic result is held under MAX_BITS bits, so no template can exhaust memory.
+- Metric values (a registry evaluation's result, and every nested call's result) must be finite,
+  non-negative numbers (int, float or Fraction; never a bool or string) no larger than
+  MAX_METRIC_VALUE (10**30: sums of 10**8 calls still fit DuckDB's HUGEINT).
+- Work is bounded: one evaluation visits at most MAX_STEPS nodes, nested calls included, and a
+  nested call with the same callee and arguments is evaluated once (memoised), so a chain of
+  entries each calling the next twice costs linear work; a fan-out of distinct arguments that
+  would exceed the budget is refused naming it. Arithmetic never raises anything but FormulaError
+  (overflow to or from float, inf/nan, too-large values are all refused).
 - In binds, names reach only plain data: module attributes, config values, tensor metadata
   (`shape`, `dtype`, `ndim`, `numel`, `itemsize`, `nbytes`) and summaries of other arguments.
 
@@ -35,6 +43,8 @@ from formula_db.meta import TensorMeta, ValueSummary
 MAX_EXPONENT = 256
 MAX_BITS = 4096
 MAX_CALL_DEPTH = 32
+MAX_METRIC_VALUE = 10**30
+MAX_STEPS = 100_000  # nodes one evaluation may visit, nested calls included (zoo models: <2,000)
 
 Number = int | float | Fraction
 
@@ -55,6 +65,22 @@ Resolver = Callable[[str, str], Callee]
 
 
 @dataclass
+class Budget:
+    """Work shared by one evaluation and all its nested calls: steps taken, memoised calls."""
+
+    limit: int = MAX_STEPS
+    steps: int = 0
+    memo: dict[Any, Any] = field(default_factory=dict)
+
+    def spend(self, env: "Env", node: Node) -> None:
+        self.steps += 1
+        if self.steps > self.limit:
+            raise env.error(f"evaluation exceeds {self.limit} steps (nested calls fan out with "
+                            f"different arguments, or the formulas are too large); call shared "
+                            f"sub-formulas once and multiply", node)
+
+
+@dataclass
 class Env:
     """Evaluation environment: parameter values, where we are, and how to resolve nested calls."""
 
@@ -66,6 +92,7 @@ class Env:
     allow_fractional: bool = False
     roots: Mapping[str, Any] = field(default_factory=dict)  # bind roots: module, input, ...
     stack: tuple[str, ...] = ()
+    budget: Budget = field(default_factory=Budget)
 
     def error(self, message: str, node: Node) -> FormulaError:
         return FormulaError(message, self.text, node.pos, self.where or None)
@@ -156,6 +183,7 @@ def _unwrap(value: Any) -> Any:
 
 def evaluate(node: Node, env: Env) -> Any:
     """Evaluate `node` exactly in `env`; raises FormulaError with the template and position."""
+    env.budget.spend(env, node)
     if isinstance(node, Num):
         return node.value
     if isinstance(node, (Bool, Str)):
@@ -207,16 +235,20 @@ def _binop(node: BinOp, env: Env) -> Any:
             raise env.error(f"cannot compare {_kind(left)} with {_kind(right)}", node) from None
     a = _number(left, node, env, "left operand")
     b = _number(right, node, env, "right operand")
-    if node.op in _ARITH:
-        return _check_size(_ARITH[node.op](a, b), node, env)
-    if node.op == "/":
-        return _check_size(_divide(a, b, node, env), node, env)
-    if node.op in ("//", "%"):
-        if b == 0:
-            raise env.error("division by zero", node)
-        return a // b if node.op == "//" else a % b
-    if node.op == "**":
-        return _check_size(_power(a, b, node, env), node, env)
+    try:
+        if node.op in _ARITH:
+            return _check_size(_ARITH[node.op](a, b), node, env)
+        if node.op == "/":
+            return _check_size(_divide(a, b, node, env), node, env)
+        if node.op in ("//", "%"):
+            if b == 0:
+                raise env.error("division by zero", node)
+            return _check_size(a // b if node.op == "//" else a % b, node, env)
+        if node.op == "**":
+            return _check_size(_power(a, b, node, env), node, env)
+    except (OverflowError, ZeroDivisionError, ValueError) as exc:
+        raise env.error(f"arithmetic overflow in {node.op!r} ({exc}); keep values under "
+                        f"2**{MAX_BITS} and floats finite", node) from None
     raise env.error(f"unknown operator {node.op!r}", node)
 
 
@@ -234,7 +266,7 @@ def _func(node: Func, env: Env) -> Any:
         args = [_number(a, node, env, f"argument of {node.name}()") for a in args]
     try:
         return _check_size(fn(*args), node, env)
-    except (TypeError, IndexError, ValueError, ZeroDivisionError) as exc:
+    except (TypeError, IndexError, ValueError, ZeroDivisionError, OverflowError) as exc:
         raise env.error(f"{node.name}(): {exc}", node) from None
 
 
@@ -254,10 +286,54 @@ def _call(node: Call, env: Env) -> Any:
     values = dict(callee.defaults)
     for name, arg in zip(callee.param_names, node.args):
         values[name] = evaluate(arg, env)
-    inner = Env(params=values, text=callee.text, where=f"{callee.key}.{env.metric}",
+    memo_key = _memo_key(callee.key, env.metric, values)
+    if memo_key is not None and memo_key in env.budget.memo:
+        return env.budget.memo[memo_key]
+    where = f"{callee.key}.{env.metric}"
+    inner = Env(params=values, text=callee.text, where=where,
                 metric=env.metric, resolve=env.resolve, allow_fractional=callee.allow_fractional,
-                stack=env.stack + (node.key,))
-    return evaluate(callee.node, inner)
+                stack=env.stack + (node.key,), budget=env.budget)
+    result = metric_value(evaluate(callee.node, inner), where, callee.text)
+    if memo_key is not None:
+        env.budget.memo[memo_key] = result
+    return result
+
+
+def _memo_key(key: str, metric: str, values: Mapping[str, Any]) -> Any:
+    """A hashable key of a nested call (types kept apart: `True`, `1` and `1.0` differ)."""
+    items = []
+    for name in sorted(values):
+        value = _unwrap(values[name])
+        if not isinstance(value, (int, float, Fraction, str, bool)) and value is not None:
+            return None
+        items.append((name, type(value).__name__, value))
+    return (key, metric, tuple(items))
+
+
+def metric_value(value: Any, where: str | None = None, text: str | None = None) -> Any:
+    """`value` if it is a valid metric value (a finite number in 0..MAX_METRIC_VALUE, not a
+    bool), else a FormulaError naming what it is."""
+    value = exact(_unwrap(value))
+    if isinstance(value, bool) or not isinstance(value, (int, float, Fraction)):
+        raise FormulaError(f"a metric must be a number, got {_kind(value)} {_short(value)}; "
+                           f"every branch of the template must give a number", text, None, where)
+    if isinstance(value, float) and not math.isfinite(value):
+        raise FormulaError(f"a metric must be finite, got {value}", text, None, where)
+    if value < 0:
+        raise FormulaError(f"a metric must not be negative, got {_short(value)}", text, None, where)
+    if value > MAX_METRIC_VALUE:
+        raise FormulaError(f"metric value {_short(value)} exceeds the bound 10**30; check the "
+                           f"template's units and exponents", text, None, where)
+    return value
+
+
+def _short(value: Any) -> str:
+    if isinstance(value, int) and value.bit_length() > 128:
+        return f"~2**{value.bit_length() - 1}"
+    if isinstance(value, Fraction) and value.numerator.bit_length() > 128:
+        return f"~2**{value.numerator.bit_length() - value.denominator.bit_length()}"
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def _attr(obj: Any, node: Attr, env: Env) -> Any:

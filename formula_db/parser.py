@@ -131,8 +131,6 @@ class _Parser:
 
     # -- grammar -----------------------------------------------------------------------------
     def parse(self) -> Node:
-        if len(self.text) > MAX_TEMPLATE_CHARS:
-            raise FormulaError(f"template longer than {MAX_TEMPLATE_CHARS} characters", self.text[:80], 0)
         if self.tok.kind == "END":
             raise self.error("expected an expression, found an empty template")
         node = self.expr()
@@ -337,4 +335,11 @@ def parse(text: str, mode: Mode = "template") -> Node:
     """Parse template (or bind, with `mode="bind"`) text into an AST; raises FormulaError."""
     if not isinstance(text, str):
         raise FormulaError(f"template must be a string, got {type(text).__name__}")
-    return _Parser(text, mode).parse()
+    if len(text) > MAX_TEMPLATE_CHARS:  # before tokenising: a huge text costs nothing
+        raise FormulaError(f"template longer than {MAX_TEMPLATE_CHARS} characters "
+                           f"({len(text)}); split it into entries", text[:80], 0)
+    try:
+        return _Parser(text, mode).parse()
+    except RecursionError:
+        raise FormulaError(f"template nested too deeply to parse (limit {MAX_DEPTH} levels)",
+                           text, 0) from None

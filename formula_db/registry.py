@@ -23,7 +23,7 @@ from typing import Any, Mapping
 from formula_db.ast import Call, walk
 from formula_db.bind import bind_parameters
 from formula_db.errors import CycleError, FormulaError, UnknownKeyError
-from formula_db.evaluate import Callee, Env, evaluate, exact
+from formula_db.evaluate import Callee, Env, evaluate, metric_value
 from formula_db.naming import dotted_name, is_key, key_for, public_name
 from formula_db.paths import BUILTIN_PATH, ZOO_DIR, builtin_paths, user_db_path  # noqa: F401
 from formula_db.schema import METRICS, FormulaDatabase, FormulaEntry, ParamValue
@@ -164,12 +164,19 @@ class Registry:
         env = Env(params=values, text=self._text(entry, field), where=f"{entry.key}.{field}",
                   metric=metric, resolve=self.callee, allow_fractional=entry.allow_fractional,
                   stack=(entry.key,))
+        where = f"{entry.key}.{field}"
         try:
-            return exact(evaluate(entry.ast(field), env))
+            return metric_value(evaluate(entry.ast(field), env), where, env.text)
+        except FormulaError:
+            raise
         except RecursionError:
             raise FormulaError("nested templates too deep to evaluate (the call chain's combined "
                                "depth exceeds Python's recursion limit); flatten the formulas",
-                               where=f"{entry.key}.{field}") from None
+                               where=where) from None
+        except (ArithmeticError, ValueError, TypeError, LookupError) as exc:
+            # a safety net: every known failure is a FormulaError already
+            raise FormulaError(f"cannot evaluate ({type(exc).__name__}: {exc})",
+                               where=where) from None
 
     def evaluate_all(self, name_or_obj: Any, params: Mapping[str, ParamValue]) -> dict[str, Any]:
         """Every metric's value for the given parameters."""
@@ -204,10 +211,15 @@ class Registry:
                                      field.rsplit(".", 1)[-1], self._text(entry, field),
                                      f"{entry.key}.{field}", (entry.key,))
             return symbolic.closed_form(expr) if simplify else expr
+        except FormulaError:
+            raise
         except RecursionError:
             raise FormulaError("nested templates too deep to convert (the call chain's combined "
                                "depth exceeds Python's recursion limit); flatten the formulas",
                                where=f"{entry.key}.{field}") from None
+        except (ArithmeticError, ValueError, TypeError, LookupError, AttributeError) as exc:
+            raise FormulaError(f"cannot convert to a closed form ({type(exc).__name__}: "
+                               f"{str(exc)[:200]})", where=f"{entry.key}.{field}") from None
 
     # -- whole-registry checks ---------------------------------------------------------------
     def check(self) -> list[str]:

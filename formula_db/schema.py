@@ -26,6 +26,7 @@ from formula_db.ast import Node, called_keys, param_names, walk, Param
 from formula_db.errors import FormulaError
 from formula_db.naming import key_for
 from formula_db.parser import parse
+from formula_db.static import check_metric
 from formula_db.units import METRICS  # noqa: F401  (the one metric vocabulary)
 
 SCHEMA_VERSION = 2
@@ -147,6 +148,7 @@ class FormulaEntry(BaseModel):
         if dupes:
             raise ValueError(f"{where}: duplicate parameter names {dupes}")
         declared = set(names)
+        types = {p.name: p.type for p in self.parameters}
         texts: dict[str, str] = dict(self.templates())
         for item in self.breakdown:
             for metric, text in item.templates().items():
@@ -160,6 +162,10 @@ class FormulaEntry(BaseModel):
                     f"unknown parameter(s) {', '.join('${' + u + '}' for u in sorted(unknown))}; "
                     f"declared: {', '.join(names) or 'none'}", text,
                     _first_pos(node, unknown), f"{where}.{field}").render())
+            try:
+                check_metric(node, types, text, f"{where}.{field}", self.allow_fractional)
+            except FormulaError as exc:
+                raise ValueError(exc.render()) from None
             calls |= called_keys(node)
             self._asts[field] = node
         seen: set[str] = set()

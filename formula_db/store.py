@@ -40,12 +40,25 @@ def parse_database(text: str, origin: str) -> FormulaDatabase:
         raise DatabaseError(f"formula database {origin} is corrupt (invalid JSON at line "
                             f"{exc.lineno} column {exc.colno}: {exc.msg}); fix it or move it "
                             f"away — it was not modified") from None
+    except RecursionError:
+        raise DatabaseError(f"formula database {origin} is corrupt (JSON nested too deeply to "
+                            f"read); fix it or move it away — it was not modified") from None
+    except ValueError as exc:  # e.g. an integer literal over Python's digit limit
+        raise DatabaseError(f"formula database {origin} is corrupt ({str(exc)[:120]}); fix it "
+                            f"or move it away — it was not modified") from None
+    if not isinstance(data, dict):
+        raise DatabaseError(f"formula database {origin} is not a JSON object (found "
+                            f"{type(data).__name__}); fix it or move it away — it was not "
+                            f"modified")
     try:
         return FormulaDatabase.model_validate(data)
     except ValidationError as exc:
         raise DatabaseError(f"formula database {origin} does not match the schema "
                             f"({_first_error(exc)}); fix the entry or move the file away — it "
                             f"was not modified") from None
+    except RecursionError:
+        raise DatabaseError(f"formula database {origin} is nested too deeply to validate; fix "
+                            f"it or move it away — it was not modified") from None
 
 
 class LazyEntries(Mapping[str, FormulaEntry]):

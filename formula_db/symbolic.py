@@ -11,6 +11,12 @@ non-negative sympy symbols (not positive: a cache length of 0 must keep `kv_len 
 branches alive). `//` becomes floor(a/b), `%` Mod, `ceil_div` ceiling(a/b), a conditional a
 Piecewise.
 
+The evaluator's limits hold here too: at most MAX_STEPS (25,000) nodes converted per
+conversion, nested calls with the same callee and argument expressions converted once
+(memoised), numeric exponents in 0..MAX_EXPONENT, numbers under 2**MAX_BITS, constant division
+by zero refused; `closed_form` leaves a product unexpanded when expanding it would give more than
+MAX_EXPANDED_TERMS terms.
+
 Example:
     >>> from formula_db.parser import parse
     >>> to_sympy(parse("2 * ${m} * ${k} * ${n} + (${bias} ? ${m} * ${n} : 0)"), {"bias": True})
@@ -18,7 +24,7 @@ Example:
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import Any, Callable, Mapping
 
@@ -26,7 +32,10 @@ import sympy
 
 from formula_db.ast import BinOp, Bool, Call, Cond, Func, Num, Param, Str, Unary, Node
 from formula_db.errors import CycleError, FormulaError
-from formula_db.evaluate import MAX_CALL_DEPTH, Resolver
+from formula_db.evaluate import MAX_BITS, MAX_CALL_DEPTH, MAX_EXPONENT, Resolver
+
+MAX_EXPANDED_TERMS = 5_000
+MAX_STEPS = 25_000  # nodes one conversion may visit (zoo models: under 1,300)
 
 _FUNCS: dict[str, Callable[..., sympy.Expr]] = {
     "min": lambda *a: sympy.Min(*a),
@@ -53,6 +62,8 @@ def constant(value: Any) -> Any:
     if isinstance(value, Fraction):
         return sympy.Rational(value.numerator, value.denominator)
     if isinstance(value, float):
+        if value != value or value in (float("inf"), float("-inf")):
+            raise FormulaError(f"cannot use the non-finite value {value} symbolically")
         return sympy.Float(value)
     if isinstance(value, str):
         return value
@@ -69,9 +80,16 @@ class SymEnv:
     metric: str = "flops"
     resolve: Resolver | None = None
     stack: tuple[str, ...] = ()
+    work: dict[str, Any] = field(default_factory=lambda: {"steps": 0, "memo": {}})
 
     def error(self, message: str, node: Node) -> FormulaError:
         return FormulaError(message, self.text, node.pos, self.where or None)
+
+    def spend(self, node: Node) -> None:
+        self.work["steps"] += 1
+        if self.work["steps"] > MAX_STEPS:
+            raise self.error(f"conversion exceeds {MAX_STEPS} steps (nested calls fan out with "
+                             f"different arguments); call shared sub-formulas once", node)
 
 
 def _truth(value: Any) -> Any:
@@ -83,6 +101,7 @@ def _truth(value: Any) -> Any:
 
 def convert(node: Node, env: SymEnv) -> Any:
     """Convert one AST node (and its subtree) into a sympy object."""
+    env.spend(node)
     if isinstance(node, Num):
         return sympy.Integer(node.value) if isinstance(node.value, int) else sympy.Float(node.value)
     if isinstance(node, Bool):
@@ -111,7 +130,12 @@ def convert(node: Node, env: SymEnv) -> Any:
     if isinstance(node, Func):
         if node.name not in _FUNCS:
             raise env.error(f"function {node.name!r} has no symbolic form", node)
-        return _FUNCS[node.name](*(convert(a, env) for a in node.args))
+        args = [convert(a, env) for a in node.args]
+        if any(isinstance(a, str) for a in args):
+            raise env.error(f"{node.name}() takes numbers, not strings", node)
+        if node.name == "ceil_div" and _is_zero(args[1]):
+            raise env.error("ceil_div(): division by zero", node)
+        return _sized(_FUNCS[node.name](*args), node, env)
     if isinstance(node, Call):
         return _call(node, env)
     raise env.error(f"{type(node).__name__} nodes (binds) have no symbolic form", node)
@@ -139,21 +163,55 @@ def _binop(node: BinOp, env: SymEnv) -> Any:
         left = sympy.Integer(int(bool(left)))
     if isinstance(right, sympy.logic.boolalg.BooleanAtom):
         right = sympy.Integer(int(bool(right)))
-    if op == "+":
-        return left + right
-    if op == "-":
-        return left - right
-    if op == "*":
-        return left * right
-    if op == "/":
-        return left / right
-    if op == "//":
-        return sympy.floor(left / right)
-    if op == "%":
-        return sympy.Mod(left, right)
+    if op in ("/", "//", "%") and _is_zero(right):
+        raise env.error("division by zero", node)
     if op == "**":
-        return left ** right
+        _check_power(left, right, node, env)
+    if op == "+":
+        return _sized(left + right, node, env)
+    if op == "-":
+        return _sized(left - right, node, env)
+    if op == "*":
+        return _sized(left * right, node, env)
+    if op == "/":
+        return _sized(left / right, node, env)
+    if op == "//":
+        return _sized(sympy.floor(left / right), node, env)
+    if op == "%":
+        return _sized(sympy.Mod(left, right), node, env)
+    if op == "**":
+        return _sized(left ** right, node, env)
     raise env.error(f"unknown operator {op!r}", node)
+
+
+def _is_zero(value: Any) -> bool:
+    return isinstance(value, sympy.Expr) and value.is_number and value == 0
+
+
+def _check_power(base: Any, exp: Any, node: Node, env: SymEnv) -> None:
+    """Numeric exponents as the evaluator allows them: integers in 0..MAX_EXPONENT, results
+    under 2**MAX_BITS when the base is a number too."""
+    if not (isinstance(exp, sympy.Expr) and exp.is_number):
+        return
+    if not exp.is_integer or exp < 0 or exp > MAX_EXPONENT:
+        raise env.error(f"exponent {exp} outside 0..{MAX_EXPONENT} (integers only)", node)
+    if isinstance(base, sympy.Expr) and base.is_number and base.is_finite:
+        size = abs(base)
+        if size > 1 and float(sympy.log(size, 2)) * int(exp) > MAX_BITS:
+            raise env.error(f"power would exceed 2**{MAX_BITS}", node)
+
+
+_LIMIT = sympy.Integer(2) ** MAX_BITS
+
+
+def _sized(value: Any, node: Node, env: SymEnv) -> Any:
+    """A numeric result must be finite and under 2**MAX_BITS (as in exact evaluation)."""
+    if isinstance(value, sympy.Expr) and value.is_number:
+        if value.has(sympy.zoo, sympy.nan, sympy.oo, -sympy.oo):
+            raise env.error("result is not finite", node)
+        if value.is_comparable and abs(value) > _LIMIT:
+            raise env.error(f"intermediate value exceeds 2**{MAX_BITS}", node)
+    return value
 
 
 def _call(node: Call, env: SymEnv) -> Any:
@@ -172,9 +230,23 @@ def _call(node: Call, env: SymEnv) -> Any:
     values = {k: constant(v) for k, v in callee.defaults.items()}
     for name, arg in zip(callee.param_names, node.args):
         values[name] = convert(arg, env)
+    try:
+        memo_key: Any = (callee.key, env.metric, tuple(sorted(
+            (k, type(v).__name__, v) for k, v in values.items())))
+        hash(memo_key)
+    except TypeError:
+        memo_key = None
+    if memo_key is not None and memo_key in env.work["memo"]:
+        return env.work["memo"][memo_key]
     inner = SymEnv(values, callee.text, f"{callee.key}.{env.metric}", env.metric, env.resolve,
-                   env.stack + (node.key,))
-    return convert(callee.node, inner)
+                   env.stack + (node.key,), env.work)
+    result = convert(callee.node, inner)
+    if isinstance(result, str) or isinstance(result, sympy.logic.boolalg.Boolean):
+        raise env.error(f"{{{node.key}}} gives a {'string' if isinstance(result, str) else 'truth value'}, "
+                        f"not a number", node)
+    if memo_key is not None:
+        env.work["memo"][memo_key] = result
+    return result
 
 
 def to_sympy(node: Node, fixed: Mapping[str, Any] | None = None, free: list[str] | None = None,
@@ -189,6 +261,28 @@ def to_sympy(node: Node, fixed: Mapping[str, Any] | None = None, free: list[str]
 
 def closed_form(expr: Any) -> Any:
     """Expand and simplify a converted expression into a compact closed form."""
+    if isinstance(expr, str) or isinstance(expr, sympy.logic.boolalg.Boolean):
+        raise FormulaError(f"the template gives {'a string' if isinstance(expr, str) else 'a truth value'}"
+                           f" ({str(expr)[:60]}), not a number")
+    if expanded_terms(expr) > MAX_EXPANDED_TERMS:
+        return expr  # expanding would blow up; the unexpanded form is exact
     if isinstance(expr, (sympy.Piecewise,)):
         return sympy.piecewise_fold(sympy.simplify(expr))
     return sympy.factor_terms(sympy.expand(expr))
+
+
+def expanded_terms(expr: Any, cap: int = 10**9) -> int:
+    """An upper bound on the number of terms `sympy.expand(expr)` can produce (capped)."""
+    if not isinstance(expr, sympy.Basic) or not expr.args:
+        return 1
+    if isinstance(expr, sympy.Add):
+        return min(cap, sum(expanded_terms(a, cap) for a in expr.args))
+    if isinstance(expr, sympy.Mul):
+        total = 1
+        for a in expr.args:
+            total = min(cap, total * expanded_terms(a, cap))
+        return total
+    if isinstance(expr, sympy.Pow) and expr.exp.is_Integer and int(expr.exp) > 0:
+        base = expanded_terms(expr.base, cap)
+        return cap if base > 1 and int(expr.exp) > 64 else min(cap, base ** int(expr.exp))
+    return min(cap, max(expanded_terms(a, cap) for a in expr.args) ** 2) if expr.args else 1

@@ -1,8 +1,10 @@
 """The agent's tools: an in-process MCP server (claude-agent-sdk) over one `ToolSession`.
 
 Four tools, all read-only except that `reconcile` records what was submitted:
-- `read_source(class_name)`: header, `__init__` and `forward` of a class whose module is already
-  imported (`source.find_class`: nothing is imported on the agent's behalf);
+- `read_source(class_name)`: header, `__init__` and `forward` of a class of the traced model's
+  packages (`ToolSession.packages`: the target's and its children's top-level packages, and
+  torch), read from the imported class or else from its file on disk (`source.read_class`:
+  nothing is imported on the agent's behalf, names outside those packages are refused);
 - `list_formulas()`: every key in the registry with its class, kind, parameter signature,
   status and layer;
 - `get_formula(key)`: one entry as JSON (key or dotted name);
@@ -35,7 +37,7 @@ from formula_db.registry import Registry
 
 from .calls import RecordedCall
 from .check import CheckReport, check_entry
-from .source import SourceError, class_source, find_class
+from .source import SourceError, read_class
 
 SERVER = "lmp"
 TOOLS = ("read_source", "list_formulas", "get_formula", "reconcile")
@@ -68,15 +70,18 @@ class ToolSession:
     max_submissions: int = MAX_SUBMISSIONS
     submissions: list[Submission] = field(default_factory=list)
     started: float = field(default_factory=time.monotonic)
+    packages: frozenset[str] = frozenset()  # read_source's reach; derived from the calls if empty
+
+    def __post_init__(self) -> None:
+        if not self.packages:
+            names = {self.target} | {child.class_name for call in self.calls
+                                     for child in call.children}
+            self.packages = frozenset({"torch"} | {n.split(".")[0] for n in names if n})
 
     # -- the tools as plain functions: (text, is_error) --------------------------------------
     def read_source(self, class_name: str) -> tuple[str, bool]:
-        cls = find_class(class_name.strip())
-        if cls is None:
-            return (f"no imported class named {class_name!r}; give the dotted name "
-                    f"(module.Class) of a class that the traced model uses", True)
         try:
-            return class_source(cls).text, False
+            return read_class(class_name.strip(), self.packages).text, False
         except SourceError as exc:
             return str(exc), True
 
@@ -129,7 +134,8 @@ def build_server(session: ToolSession) -> McpSdkServerConfig:
 
     read_only = ToolAnnotations(readOnlyHint=True, maxResultSizeChars=MAX_RESULT_CHARS)
 
-    @tool("read_source", "Source (class header, __init__, forward) of an imported class, by "
+    @tool("read_source", "Source (class header, __init__, forward) of a class of the traced "
+          "model's packages, by "
           "dotted name, e.g. torch.nn.Linear or transformers.models.llama.modeling_llama."
           "LlamaMLP.", {"class_name": str}, annotations=read_only)
     async def read_source(args: dict[str, Any]) -> dict[str, Any]:

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
+import pytest
 import torch
 
 from formula_db.agent.auth import HOW_TO, credentials_problem
@@ -75,8 +77,13 @@ def test_tools_as_plain_functions(gelu_traces: list[Any]) -> None:
     registry = Registry.default(include_user=False)
     calls = agent_cmd.recorded_calls(gelu_traces, scenario.FULL_NAME, registry)
     session = ToolSession(scenario.FULL_NAME, calls, registry)
+    assert session.packages == {"tests", "torch"}  # the target's, its children's, torch
     text, is_error = session.read_source("not.imported.Module")
-    assert is_error and "no imported class" in text
+    assert is_error and "outside the traced model's packages (tests, torch)" in text
+    text, is_error = session.read_source(scenario.FULL_NAME)
+    assert not is_error and "return F.gelu(self.proj(x)) * self.scale" in text
+    text, is_error = session.read_source("tests.agent.scenario.Nope")
+    assert is_error and "no class 'tests.agent.scenario.Nope' found" in text
     text, is_error = session.get_formula("torch.nn.Linear")
     assert not is_error and json.loads(text)["full_class_name"] == "torch.nn.Linear"
     assert session.get_formula("nope")[1]
@@ -91,3 +98,68 @@ def test_tools_as_plain_functions(gelu_traces: list[Any]) -> None:
     session.max_submissions = len(session.submissions)
     text, is_error = session.reconcile(scenario.text(scenario.GOOD))
     assert is_error and "submission limit" in text
+
+
+PKG_INIT = "raise RuntimeError('hostpkg was imported')\n"
+PKG_MOD = '''"""A module that must never be imported by read_source."""
+import pathlib
+pathlib.Path(__file__).with_name("EXECUTED").write_text("yes")
+
+
+class Outer:
+    class Block(Base):
+        """A block."""
+
+        def __init__(self, n):
+            self.n = n
+
+        @staticmethod
+        def forward(x):
+            return x * 2
+'''
+
+
+def test_read_source_reads_files_without_importing(tmp_path: Path,
+                                                   monkeypatch: Any) -> None:
+    from formula_db.agent.source import SourceError, read_class
+
+    pkg = tmp_path / "hostpkg"
+    (pkg / "sub").mkdir(parents=True)
+    (pkg / "__init__.py").write_text(PKG_INIT)
+    (pkg / "sub" / "__init__.py").write_text("")
+    (pkg / "sub" / "mod.py").write_text(PKG_MOD)
+    outside = tmp_path / "outside.py"
+    outside.write_text("class Secret:\n    def forward(self):\n        return 'key'\n")
+    (pkg / "link.py").symlink_to(outside)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    src = read_class("hostpkg.sub.mod.Outer.Block", {"hostpkg"})
+    assert "def __init__(self, n):" in src.text and "return x * 2" in src.text
+    assert "@staticmethod" in src.text and '"""A block."""' in src.text
+    assert (src.location.file, src.location.start_line, src.location.end_line) == \
+        ("hostpkg/sub/mod.py", 7, 15)
+    # nothing ran: neither the package's __init__ nor the module's top level
+    assert "hostpkg" not in sys.modules and "hostpkg.sub.mod" not in sys.modules
+    assert not (pkg / "sub" / "EXECUTED").exists()
+    src = read_class("hostpkg.sub.mod.Outer", {"hostpkg"})
+    assert "forward is not defined here: inherited from a base (object)" in src.text
+    with pytest.raises(SourceError, match="no class 'hostpkg.link.Secret' found"):
+        read_class("hostpkg.link.Secret", {"hostpkg"})   # resolves outside the package
+    with pytest.raises(SourceError, match="outside the traced model's packages"):
+        read_class("os.Secret", {"hostpkg"})
+    with pytest.raises(SourceError, match="not a dotted class name"):
+        read_class("hostpkg.sub.mod.Outer.__class__", {"hostpkg"})
+
+
+def test_read_source_does_not_trigger_transformers_lazy_imports() -> None:
+    code = ("import sys, transformers\n"
+            "from formula_db.agent.source import read_class\n"
+            "name = 'transformers.models.llama.modeling_llama'\n"
+            "assert name not in sys.modules\n"
+            "src = read_class(name + '.LlamaMLP', {'transformers', 'torch'})\n"
+            "assert 'self.down_proj(self.act_fn(self.gate_proj(x)) * self.up_proj(x))' in src.text\n"
+            "assert src.location.file == 'transformers/models/llama/modeling_llama.py'\n"
+            "assert name not in sys.modules, 'imported'\n"
+            "print('ok')\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr[-2000:]

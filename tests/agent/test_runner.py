@@ -139,16 +139,19 @@ def test_hostile_and_malformed_entries_are_refused(isolated: Path,
         variant(flops="{os__system}(1)", module_depends=["os__system", "torch__nn__Linear"]),
         variant(flops="2 ** 100000"),
         variant(extra_field=1),
+        # passes on the recorded (small) calls, but gives a string at a bigger shape
+        variant(flops="${rows} > 30720 ? 'x' : " + scenario.GOOD["flops"]),
     ]
     run, t = go(gelu_traces, user_db, [Call("reconcile", {"entry_json": h}) for h in hostile]
                 + [Ask("Bash", {"command": "rm -rf /"}), Say("giving up")])
     stages = [r["failed_stage"] for r in reports(t)]
     assert stages == ["json", "json", "schema", "schema", "schema", "schema", "target",
-                      "registry", "evaluate", "schema"]
+                      "registry", "schema", "schema", "schema"]
     assert all(r["isError"] for r in t.tool_results)
     errors = [r["error"] or r["calls"][0]["error"] for r in reports(t)]
     assert "__import__" in errors[2] or "not allowed" in errors[2] or "unknown" in errors[2]
-    assert "exponent" in errors[8] or "bits" in errors[8]
+    assert "exponent" in errors[8] or "bits" in errors[8]   # a constant: evaluated at load
+    assert "must give a number on every branch; this gives a string" in errors[10]
     # a built-in tool asked for is refused by the SDK (no permission is ever granted)
     assert t.permission_answers[0]["subtype"] == "error"
     assert run.outcome == "not_reconciled" and not user_db.exists()

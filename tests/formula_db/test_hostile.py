@@ -101,25 +101,35 @@ def test_bind_functions_not_in_templates():
 
 
 # -- resource limits -----------------------------------------------------------------------------
-def test_huge_power_refused_by_exponent(make_entry):
-    reg = Registry.from_entries([make_entry("hostile.Pow", [], flops="2**10**10")])
+def test_huge_power_refused_by_exponent(make_entry, make_data):
+    # a constant template is evaluated once when the entry is loaded: refused there
+    with pytest.raises(pydantic.ValidationError,
+                       match=r"hostile__Pow.flops, template '2\*\*10\*\*10', at position 1: "
+                             r"exponent 10000000000 outside 0..256"):
+        formula_db.schema.FormulaEntry.model_validate(make_data("hostile.Pow", [],
+                                                                flops="2**10**10"))
+    reg = Registry.from_entries([make_entry("hostile.PowN", ["n"], flops="2**10**${n}")])
     with pytest.raises(FormulaError) as info:
-        reg.evaluate("hostile.Pow", "flops", {})
+        reg.evaluate("hostile.PowN", "flops", {"n": 10})
     assert "exponent 10000000000 outside 0..256" in info.value.message
-    assert info.value.template == "2**10**10" and info.value.pos == 1
+    assert info.value.template == "2**10**${n}" and info.value.pos == 1
 
 
 def test_power_blow_up_refused(make_entry):
-    entry = make_entry("hostile.Pow256", ["x"], flops="${x}**256",
-                       vector_flops="(((((((((${x}**2)**2)**2)**2)**2)**2)**2)**2)**2)")
+    # intermediate values may exceed the metric bound (10**30) but never 2**4096
+    entry = make_entry("hostile.Pow256", ["x"], flops="${x}**256 // ${x}**255",
+                       vector_flops="(((((((((${x}**2)**2)**2)**2)**2)**2)**2)**2)**2) % 1000003")
     reg = Registry.from_entries([entry])
-    assert reg.evaluate("hostile.Pow256", "flops", {"x": 3}) == 3**256
+    assert reg.evaluate("hostile.Pow256", "flops", {"x": 3}) == 3
     with pytest.raises(FormulaError, match=r"power would exceed 2\*\*4096"):
         reg.evaluate("hostile.Pow256", "flops", {"x": 2**20})   # 21 bits * 256 > 4096
     # nine nested squarings: x**512; 2 -> 2**512 is fine, 2**10 -> 2**5120 is not
-    assert reg.evaluate("hostile.Pow256", "vector_flops", {"x": 2}) == 2**512
+    assert reg.evaluate("hostile.Pow256", "vector_flops", {"x": 2}) == pow(2, 512, 1000003)
     with pytest.raises(FormulaError, match=r"exceed 2\*\*4096"):
         reg.evaluate("hostile.Pow256", "vector_flops", {"x": 2**10})
+    with pytest.raises(FormulaError, match=r"metric value ~2\*\*405 exceeds the bound 10\*\*30"):
+        Registry.from_entries([make_entry("hostile.P", ["x"], flops="${x}**256")]).evaluate(
+            "hostile.P", "flops", {"x": 3})
 
 
 def test_multiplication_blow_up_through_nested_calls(make_entry):
@@ -129,12 +139,23 @@ def test_multiplication_blow_up_through_nested_calls(make_entry):
         nine = "{hostile__Sq}(" + nine + ")"
     tower = make_entry("hostile.Tower", ["x"], flops=nine, module_depends=["hostile__Sq"])
     reg = Registry.from_entries([sq, tower])
-    assert reg.evaluate("hostile.Tower", "flops", {"x": 2}) == 2**512
-    assert reg.evaluate("hostile.Tower", "flops", {"x": 3}) == 3**512
+    assert reg.evaluate("hostile.Tower", "flops", {"x": 1}) == 1
+    # every nested call's result is a metric value: 2**128 (the 7th squaring) is over 10**30
+    for x in (2, 3, 2**10):
+        with pytest.raises(FormulaError) as info:
+            reg.evaluate("hostile.Tower", "flops", {"x": x})
+        assert "exceeds the bound 10**30" in info.value.message
+        assert info.value.where == "hostile__Sq.flops"
+    # an intermediate value inside a nested call is held under 2**4096 and names the callee
+    cube = make_entry("hostile.Big", ["x"], flops="${x} ** 64 % 1000003")
+    top = make_entry("hostile.Top", ["x"], flops="{hostile__Big}({hostile__Big}(${x}))",
+                     module_depends=["hostile__Big"])
+    reg = Registry.from_entries([cube, top])
+    assert reg.evaluate("hostile.Top", "flops", {"x": 5}) == pow(pow(5, 64, 1000003), 64, 1000003)
     with pytest.raises(FormulaError) as info:
-        reg.evaluate("hostile.Tower", "flops", {"x": 2**10})   # (2**10)**512 = 2**5120
-    assert "intermediate value exceeds 2**4096" in info.value.message
-    assert info.value.where == "hostile__Sq.flops"
+        reg.evaluate("hostile.Top", "flops", {"x": 2**70})   # 71 bits * 64 > 4096
+    assert "power would exceed 2**4096" in info.value.message
+    assert info.value.where == "hostile__Big.flops"
 
 
 def test_huge_literals_refused():
