@@ -76,14 +76,15 @@ def formulas_fingerprint(formulas: str | None) -> str:
 
 
 def _evaluate_trees(cached: cache.CachedModel, points: list[Point]) -> list[dict[str, Any]] | None:
+    from formula_db.evaluate import metric_value
     from lm_predictor.predict.closed_form import Unsupported, compile_tree
 
     if any(cached.trees.get(m) is None for m in METRICS):
         return None
     try:
         fns = {m: compile_tree(cached.trees[m]) for m in METRICS}
-        return [{m: fn({"batch": b, "seq_len": s, "kv_len": k}) for m, fn in fns.items()}
-                for b, s, k in points]
+        return [{m: metric_value(fn({"batch": b, "seq_len": s, "kv_len": k}), m)
+                 for m, fn in fns.items()} for b, s, k in points]
     except (Unsupported, KeyError, TypeError, ValueError, ArithmeticError):
         return None  # a damaged cache entry: recompute
 

@@ -23,6 +23,7 @@ from typing import Any
 
 from formula_db.bind import make_roots, plain_config
 from formula_db.errors import FormulaError, UnknownKeyError
+from formula_db.evaluate import metric_value
 from formula_db.registry import Registry
 from formula_db.units import METRICS, itemsize
 from lm_predictor.predict.cache import Binding
@@ -127,7 +128,8 @@ class Predictor:
         out: list[dict[str, Any]] = []
         for b, s, k in points:
             values = {"batch": b, "seq_len": s, "kv_len": k}
-            row = {m: fn(values) for m, fn in fast.items() if fn is not None}
+            row = {m: metric_value(fn(values), f"{self.key}.{m} (closed form)")
+                   for m, fn in fast.items() if fn is not None}
             if slow_metrics:
                 params = dict(self.fixed)
                 params.update({n: values[n] for n in self.shape_params})

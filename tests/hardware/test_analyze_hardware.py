@@ -34,6 +34,7 @@ def rows(db: Path, sql: str) -> list[tuple]:
 def test_analyze_with_hardware_stores_estimates_and_plots(
         tiny_gpt2: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     db, png = tmp_path / "runs.duckdb", tmp_path / "plots" / "roofline.png"
+    png.parent.mkdir()  # outputs never create folders (issue 13)
     out = run_json(capsys, "analyze", "--model-id", str(tiny_gpt2), "--hardware", "H100-SXM",
                    "--batch-size", "2", "--seq-len", "16", "--db", str(db), "--plot", str(png))
     est = out["estimates"]
@@ -134,7 +135,8 @@ def test_schema_1_database_gains_the_estimates_table(tiny_gpt2: Path, tmp_path: 
         con.execute("DROP VIEW time_error_by_class")
         con.execute("DROP TABLE estimates")
         con.execute("UPDATE meta SET value = '1' WHERE key = 'schema_version'")
-    assert [r["run_id"] for r in Store(db).list_runs()] == [run_id]  # opening migrates
+    assert Store(db).migrate() == (1, SCHEMA_VERSION)  # reads never migrate: migrate does
+    assert [r["run_id"] for r in Store(db).list_runs()] == [run_id]
     assert rows(db, "SELECT value FROM meta WHERE key = 'schema_version'") == [
         (str(SCHEMA_VERSION),)]
     assert rows(db, "SELECT count(*) FROM estimates") == [(0,)]
