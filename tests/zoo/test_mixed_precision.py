@@ -178,3 +178,32 @@ def test_cpu_bfloat16_matches_meta(models) -> None:
             assert m_call.module_path == c_call.module_path
             assert m_call.inclusive.as_dict() == c_call.inclusive.as_dict(), m_call.module_path
             assert m_call.activation_bytes == c_call.activation_bytes, m_call.module_path
+
+
+# --- ViT: image inputs in the dtype under test ------------------------------------------------
+
+@pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
+def test_vit(dtype: str, registry) -> None:
+    """ViTModel over pixel_values of the model's dtype: every call exact, and the trace-free
+    prediction equals the traced totals (tokens = (image / patch)**2 + 1 = 5 and 17)."""
+    from lm_predictor.api import run_trace
+    from lm_predictor.predict import Predictor
+    from lm_predictor.reconcile import reconcile
+    from lm_predictor.testing import mismatches
+
+    problems: list[str] = []
+    for batch, image_size in [(1, 8), (3, 16)]:
+        config = transformers.ViTConfig(hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
+                                        intermediate_size=128, image_size=image_size, patch_size=4)
+        model = build_model(config, device="meta", dtype=DTYPES[dtype])
+        pixels = torch.empty((batch, config.num_channels, image_size, image_size), device="meta",
+                             dtype=DTYPES[dtype])
+        t = run_trace(model, {"pixel_values": pixels})
+        recon = reconcile(t, registry, 0.0)
+        problems += [f"{batch}x{image_size}: {line}" for line in mismatches(t, recon)]
+        assert not recon.uncovered_classes
+        predicted = Predictor.for_config(config, registry=registry, dtype=dtype).point(batch, 1)
+        measured = t.totals.as_dict()
+        problems += [f"{batch}x{image_size} total {m}: measured {measured[m]}, predicted "
+                     f"{predicted[m]}" for m in measured if predicted[m] != measured[m]]
+    assert problems == [], "\n".join(problems[:30])
