@@ -6,7 +6,7 @@ What differs from float32 is modelled in the formulas, not exempted: transformer
 to float32 and cast back (two copies, float32 intermediates), rotary tables are built in float32
 and cast, eager softmax runs in float32 (Gemma 2), LayerNorm keeps float32 mean/rstd, the
 DeepSeek-V3 router casts the hidden states to its float32 weight, T5 clamps infinities after every
-sub-layer in float16 only. Sliding-window attention (Mistral, Gemma 2 and Qwen2 with a window of 4)
+sub-layer in float16 only. Sliding-window attention (Mistral, Phi-3, Gemma 2, Qwen2; a window of 4)
 is checked past the window: prefill longer than the window and decode with a cache longer than the window.
 
 Tiny configs on `meta`, one model per family and dtype (module-scoped cache). A CPU bfloat16 run of
@@ -141,10 +141,10 @@ PAST_WINDOW = [(1, 3), (3, 7), (2, 9), (1, 1, "decode", 3), (3, 1, "decode", 9),
                (2, 1, "decode", 4)]
 
 
-@pytest.mark.parametrize("family", ["mistral", "gemma2", "qwen2"])
+@pytest.mark.parametrize("family", ["mistral", "phi3", "gemma2", "qwen2"])
 @pytest.mark.parametrize("dtype", list(DTYPES))
 def test_past_sliding_window(family: str, dtype: str, registry) -> None:
-    """Mistral (SDPA, every layer sliding), Gemma 2 (eager, sliding and full layers alternating) and
+    """Mistral and Phi-3 (SDPA, every layer sliding), Gemma 2 (eager, sliding and full layers alternating) and
     Qwen2 (use_sliding_window, full then sliding layers) with sliding_window=4: below, at and past the window (prefill of 7 and 9 tokens; decode with 3,
     4 and 9 cached tokens, the sliding cache holding window - 1)."""
     config = copy.deepcopy(FAMILIES[family]())
