@@ -7,7 +7,7 @@ to float32 and cast back (two copies, float32 intermediates), rotary tables are 
 and cast, eager softmax runs in float32 (Gemma 2), LayerNorm keeps float32 mean/rstd, the
 DeepSeek-V3 router casts the hidden states to its float32 weight, T5 clamps infinities after every
 sub-layer in float16 only. Sliding-window attention (Mistral, Phi-3, Gemma 2, Qwen2; a window of 4)
-is checked past the window: prefill longer than the window and decode with a cache longer than the window.
+is checked past the window: prefill longer than the window and decode with a cache longer than it.
 
 Tiny configs on `meta`, one model per family and dtype (module-scoped cache). A CPU bfloat16 run of
 Llama confirms the `meta` measurement.
@@ -92,7 +92,8 @@ def _cases() -> list[Any]:
     out = []
     for family in FAMILIES:
         for dtype in ("bfloat16", "float16"):
-            marks = ([pytest.mark.xfail(strict=True, reason="Mamba mixer float32 casts not modelled")]
+            why = "Mamba mixer float32 casts not modelled"
+            marks = ([pytest.mark.xfail(strict=True, reason=why)]
                      if (family, dtype) in NOT_YET else [])
             out.append(pytest.param(family, dtype, marks=marks, id=f"{family}-{dtype}"))
     return out
@@ -144,9 +145,10 @@ PAST_WINDOW = [(1, 3), (3, 7), (2, 9), (1, 1, "decode", 3), (3, 1, "decode", 9),
 @pytest.mark.parametrize("family", ["mistral", "phi3", "gemma2", "qwen2"])
 @pytest.mark.parametrize("dtype", list(DTYPES))
 def test_past_sliding_window(family: str, dtype: str, registry) -> None:
-    """Mistral and Phi-3 (SDPA, every layer sliding), Gemma 2 (eager, sliding and full layers alternating) and
-    Qwen2 (use_sliding_window, full then sliding layers) with sliding_window=4: below, at and past the window (prefill of 7 and 9 tokens; decode with 3,
-    4 and 9 cached tokens, the sliding cache holding window - 1)."""
+    """Mistral and Phi-3 (SDPA, every layer sliding), Gemma 2 (eager, sliding and full layers
+    alternating) and Qwen2 (use_sliding_window, full then sliding layers) with sliding_window=4:
+    below, at and past the window (prefill of 7 and 9 tokens; decode with 3, 4 and 9 cached
+    tokens, the sliding cache holding window - 1)."""
     config = copy.deepcopy(FAMILIES[family]())
     config.sliding_window = WINDOW
     if family == "qwen2":  # layer 0 full, layer 1 sliding (layer_types as Qwen2Config derives it)
