@@ -63,6 +63,8 @@ class Predictor:
         overrides: dict[str, Any] = {p: 1 for p in shape}
         if "s" in entry.param_names:
             overrides["s"] = int(itemsize(dtype))
+        if "dtype" in entry.param_names:  # entries whose cost depends on the dtype itself (T5's float16 clamps)
+            overrides["dtype"] = dtype
         roots = make_roots({}, (), {}, None, plain_config(config))
         bound = registry.bind(key, roots, overrides)
         fixed = {k: v for k, v in bound.items() if k not in shape}
