@@ -13,7 +13,7 @@ from typing import Any, Callable, Iterable, Sequence
 import torch
 
 from formula_db.registry import Registry
-from lm_predictor.predict import Predictor
+from lm_predictor.predict.predictor import Predictor
 from lm_predictor.reconcile import reconcile
 from lm_predictor.testing import mismatches, trace_config
 from tracing import Trace
