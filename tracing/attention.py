@@ -92,7 +92,8 @@ def _query_layout(query: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
     wanted = torch.empty_permuted(out.shape, order, dtype=out.dtype, device=out.device)
     if wanted.stride() == out.stride():
         return out
-    return wanted.copy_(out) if out.device.type != "meta" else wanted
+    # on meta the copy is free but keeps the autograd graph (training traces need it)
+    return wanted.copy_(out) if out.device.type != "meta" or out.requires_grad else wanted
 
 
 def _qkv_positional(args: tuple, kwargs: dict) -> tuple[tuple, dict]:
@@ -115,9 +116,11 @@ class SdpaFence(TorchFunctionMode):
     """
 
     def __init__(self, pause: Callable[[], None], resume: Callable[[], None],
-                 record: Callable[[Any, tuple, dict, Any], None]) -> None:
+                 record: Callable[[Any, tuple, dict, Any], None],
+                 on_call: Callable[[tuple, dict, Any], None] | None = None) -> None:
         super().__init__()
         self._pause, self._resume, self._record = pause, resume, record
+        self._on_call = on_call
         self._inside = False
         self._thread: int | None = None
         self._replaced: Any = None
@@ -131,6 +134,8 @@ class SdpaFence(TorchFunctionMode):
         try:
             out = _SDPA(*args, **kwargs)
             out = _query_layout(args[0], out)
+            if self._on_call is not None:
+                self._on_call(args, kwargs, out)
         finally:
             self._inside = False
             self._resume()

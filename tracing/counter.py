@@ -84,7 +84,10 @@ class OpCounter(TorchDispatchMode):
 
 
 @contextmanager
-def counting(counter: OpCounter) -> Iterator[OpCounter]:
-    """Activate `counter` together with the attention fence that feeds it."""
-    with SdpaFence(counter.pause, counter.resume, counter.record), counter:
+def counting(counter: OpCounter,
+             on_attention: Callable[[tuple, dict, Any], None] | None = None
+             ) -> Iterator[OpCounter]:
+    """Activate `counter` together with the attention fence that feeds it; `on_attention`
+    (args, kwargs, output) sees each fenced SDPA call (`tracing.backward.SdpaGroups`)."""
+    with SdpaFence(counter.pause, counter.resume, counter.record, on_attention), counter:
         yield counter

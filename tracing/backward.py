@@ -1,0 +1,213 @@
+"""Backward attribution: which module call's forward created each autograd node, and SDPA
+backward counted as one chosen kernel on every device.
+
+How: while a trace with `backward=True` is active, `GraphTagger` (a TorchFunctionMode) walks,
+after every torch function call, the autograd nodes reachable from the call's outputs that are
+not yet tagged (stopping at the grad_fn of its tensor arguments and at tagged nodes) and stores
+the innermost module call id in the node's `metadata` dict (-1: created outside any module call,
+e.g. a loss computed after the model). Module post-hooks walk the module's outputs the same way,
+which catches nodes created without a torch function (custom autograd Functions, C++
+internals). The AccumulateGrad node of a parameter belongs to the first call that used it.
+During `loss.backward()` the dispatch counter asks `torch._C._current_autograd_node()` which node
+the engine is running and charges its ops to the tagged call (`CallRecord.backward_self`); ops
+of untagged nodes are `Trace.unattributed`.
+
+Attention: `F.scaled_dot_product_attention` is a fused op on CPU (its backward is the flash
+kernel's) but decomposes into the math backend on `meta`. The fence marks every node an SDPA call
+created as one group; in backward the ops of the group's nodes are not counted, and the group is
+charged once, as op 'aten.scaled_dot_product_attention_backward', with the cost of the chosen
+kernel (`attention_backward`): 'flash' (torch's CPU flash backward: recomputes the scores, 2.5x
+the forward matmul FLOPs, flop_counter's sdpa backward formula) or 'math' (the unfused math
+backward: 2x forward FLOPs, materialised scores). The cost is measured once per shape by running
+that kernel's backward on `meta` tensors, so `meta` and CPU give the same counts.
+
+Example:
+    >>> import torch
+    >>> from tracing import trace
+    >>> lin = torch.nn.Linear(8, 4)
+    >>> with trace(lin, backward=True) as t:
+    ...     lin(torch.ones(2, 8)).sum().backward()
+    >>> t.calls[0].backward_self.flops   # grad of the weight (128); no grad for the input
+    128
+"""
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from functools import lru_cache
+from itertools import count
+from typing import Any, Literal
+
+import torch
+from torch.overrides import TorchFunctionMode
+
+from .records import Counters
+
+AttentionBackward = Literal["flash", "math"]
+ATTENTION_BACKWARDS: tuple[str, ...] = ("flash", "math")
+OUTSIDE = -1
+_trace_ids = count()
+
+
+def default_attention_backward(device: str) -> AttentionBackward:
+    """The SDPA backward a device runs for the shapes LM-Predictor traces: the fused flash kernel
+    on cpu and cuda (and for `meta`, which stands in for them); the math backward elsewhere."""
+    return "flash" if device in ("cpu", "cuda", "meta", "") else "math"
+
+
+def check_attention_backward(kind: str) -> AttentionBackward:
+    if kind not in ATTENTION_BACKWARDS:
+        raise ValueError(f"attention_backward must be one of {', '.join(ATTENTION_BACKWARDS)}, "
+                         f"not {kind!r}")
+    return kind  # type: ignore[return-value]
+
+
+def _grad_fns(values: Iterable[Any]) -> set[Any]:
+    found = set()
+    for value in values:
+        for t in torch.utils._pytree.tree_flatten(value)[0]:
+            if isinstance(t, torch.Tensor) and t.grad_fn is not None:
+                found.add(t.grad_fn)
+    return found
+
+
+class NodeTags:
+    """Per-trace tags stored in autograd nodes' `metadata` (one key per trace)."""
+
+    def __init__(self) -> None:
+        n = next(_trace_ids)
+        self.call_key = f"lm_predictor.call.{n}"
+        self.group_key = f"lm_predictor.sdpa.{n}"
+
+    def tag(self, outputs: Any, stop: set[Any], call_id: int) -> None:
+        """Tag untagged nodes reachable from `outputs` (not crossing `stop` or tagged nodes)."""
+        stack = list(_grad_fns([outputs]))
+        while stack:
+            node = stack.pop()
+            if node is None or node in stop or self.call_key in node.metadata:
+                continue
+            node.metadata[self.call_key] = call_id
+            stack.extend(next_node for next_node, _ in node.next_functions)
+
+    def group(self, outputs: Any, stop: set[Any], group_id: int) -> None:
+        """Mark nodes created by one SDPA call (reachable from its output, above its inputs)."""
+        stack = list(_grad_fns([outputs]))
+        while stack:
+            node = stack.pop()
+            if node is None or node in stop or self.group_key in node.metadata:
+                continue
+            if type(node).__name__ == "AccumulateGrad":
+                continue
+            node.metadata[self.group_key] = group_id
+            stack.extend(next_node for next_node, _ in node.next_functions)
+
+    def owner(self, node: Any) -> int | None:
+        """Call id that created `node` (OUTSIDE for none), None when untagged."""
+        return node.metadata.get(self.call_key)
+
+    def group_of(self, node: Any) -> int | None:
+        return node.metadata.get(self.group_key)
+
+
+class GraphTagger(TorchFunctionMode):
+    """Tags the autograd nodes every torch function call creates with the innermost call id."""
+
+    def __init__(self, tags: NodeTags, current_id: Callable[[], int]) -> None:
+        super().__init__()
+        self._tags = tags
+        self._current_id = current_id
+
+    def __torch_function__(self, func: Any, types: Any, args: tuple = (),
+                           kwargs: dict | None = None) -> Any:
+        kwargs = kwargs or {}
+        out = func(*args, **kwargs)
+        if torch.is_grad_enabled():
+            self._tags.tag(out, _grad_fns((args, kwargs)), self._current_id())
+        return out
+
+
+def _meta_like(t: torch.Tensor, heads: int | None = None) -> torch.Tensor:
+    shape = list(t.shape)
+    if heads is not None and len(shape) >= 3:
+        shape[-3] = heads
+    return torch.empty(shape, dtype=t.dtype, device="meta")
+
+
+@lru_cache(maxsize=256)
+def _sdpa_backward_cost(kind: str, q: tuple, k: tuple, v: tuple, mask: tuple | None,
+                        dtype: torch.dtype, mask_dtype: torch.dtype | None, dropout_p: float,
+                        is_causal: bool, scale: float | None) -> tuple[Counters, tuple]:
+    """Counters of one SDPA backward by kernel `kind`, measured on meta tensors."""
+    from .counter import OpCounter  # local: counter imports attention, which imports us lazily
+    from .records import OpStat, add_op
+
+    heads = q[-3] if len(q) >= 3 else None
+    query = torch.empty(q, dtype=dtype, device="meta", requires_grad=True)
+    key_shape, value_shape = list(k), list(v)
+    if heads is not None and len(k) >= 3 and k[-3] != heads:  # grouped-query: kernels repeat kv
+        key_shape[-3] = value_shape[-3] = heads
+    key = torch.empty(key_shape, dtype=dtype, device="meta", requires_grad=True)
+    value = torch.empty(value_shape, dtype=dtype, device="meta", requires_grad=True)
+    attn_mask = None
+    if mask is not None:
+        attn_mask = torch.empty(mask, dtype=mask_dtype, device="meta")
+    if kind == "flash":
+        if attn_mask is not None and attn_mask.dtype == torch.bool:
+            attn_mask = torch.zeros(mask, dtype=dtype, device="meta")
+        out = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(
+            query, key, value, dropout_p, is_causal, attn_mask=attn_mask, scale=scale)[0]
+    else:
+        out = torch.ops.aten._scaled_dot_product_attention_math(
+            query, key, value, attn_mask, dropout_p, is_causal, scale=scale)[0]
+    grad = torch.empty(out.shape, dtype=out.dtype, device="meta")
+    total = Counters()
+    ops: dict[str, OpStat] = {}
+
+    def on_op(cost: Any) -> None:
+        total.add(cost.counters)
+        add_op(ops, cost.name, cost.counters)
+
+    with OpCounter(on_op):
+        torch.autograd.grad(out, (query, key, value), grad)
+    return total, tuple(sorted(ops))
+
+
+def sdpa_backward_cost(kind: str, args: tuple, kwargs: dict) -> Counters:
+    """Backward cost of one `F.scaled_dot_product_attention(*args, **kwargs)` call by `kind`."""
+    names = ("query", "key", "value", "attn_mask", "dropout_p", "is_causal")
+    bound = dict(zip(names, args))
+    bound.update({n: kwargs[n] for n in kwargs})
+    q, k, v = bound["query"], bound["key"], bound["value"]
+    mask = bound.get("attn_mask")
+    counters, _ = _sdpa_backward_cost(
+        kind, tuple(q.shape), tuple(k.shape), tuple(v.shape),
+        tuple(mask.shape) if isinstance(mask, torch.Tensor) else None, q.dtype,
+        mask.dtype if isinstance(mask, torch.Tensor) else None,
+        float(bound.get("dropout_p") or 0.0), bool(bound.get("is_causal")), bound.get("scale"))
+    copy = Counters()
+    copy.add(counters)
+    return copy
+
+
+class SdpaGroups:
+    """SDPA calls seen in forward: their nodes' group ids and the backward each is charged."""
+
+    def __init__(self, tags: NodeTags, kind: AttentionBackward) -> None:
+        self._tags = tags
+        self.kind = kind
+        self.costs: dict[int, Counters] = {}
+        self.charged: set[int] = set()
+
+    def on_forward(self, args: tuple, kwargs: dict, out: Any) -> None:
+        """Called by the attention fence after each SDPA call."""
+        if not isinstance(out, torch.Tensor) or out.grad_fn is None:
+            return
+        group_id = len(self.costs)
+        self._tags.group(out, _grad_fns((args, kwargs)), group_id)
+        self.costs[group_id] = sdpa_backward_cost(self.kind, args, kwargs)
+
+    def charge(self, group_id: int) -> Counters | None:
+        """The group's backward cost the first time one of its nodes runs, then None."""
+        if group_id in self.charged:
+            return None
+        self.charged.add(group_id)
+        return self.costs[group_id]
