@@ -96,6 +96,10 @@ def _query_layout(query: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
     return wanted.copy_(out) if out.device.type != "meta" or out.requires_grad else wanted
 
 
+def _sdpa_in_query_layout(*args: Any, **kwargs: Any) -> torch.Tensor:
+    return _query_layout(args[0], _SDPA(*args, **kwargs))
+
+
 def _qkv_positional(args: tuple, kwargs: dict) -> tuple[tuple, dict]:
     """Move query/key/value passed by keyword to the front of args (formulas read positions)."""
     kwargs = dict(kwargs)
@@ -117,10 +121,10 @@ class SdpaFence(TorchFunctionMode):
 
     def __init__(self, pause: Callable[[], None], resume: Callable[[], None],
                  record: Callable[[Any, tuple, dict, Any], None],
-                 on_call: Callable[[tuple, dict, Any], None] | None = None) -> None:
+                 runner: Callable[[Callable[..., Any], tuple, dict], Any] | None = None) -> None:
         super().__init__()
         self._pause, self._resume, self._record = pause, resume, record
-        self._on_call = on_call
+        self._runner = runner  # training traces: `tracing.backward.SdpaGroups.run`
         self._inside = False
         self._thread: int | None = None
         self._replaced: Any = None
@@ -132,10 +136,10 @@ class SdpaFence(TorchFunctionMode):
         self._inside = True
         self._pause()
         try:
-            out = _SDPA(*args, **kwargs)
-            out = _query_layout(args[0], out)
-            if self._on_call is not None:
-                self._on_call(args, kwargs, out)
+            if self._runner is not None:
+                out = self._runner(_sdpa_in_query_layout, args, kwargs)
+            else:
+                out = _sdpa_in_query_layout(*args, **kwargs)
         finally:
             self._inside = False
             self._resume()

@@ -13,9 +13,9 @@ the engine is running and charges its ops to the tagged call (`CallRecord.backwa
 of untagged nodes are `Trace.unattributed`.
 
 Attention: `F.scaled_dot_product_attention` is a fused op on CPU (its backward is the flash
-kernel's) but decomposes into the math backend on `meta`. The fence marks every node an SDPA call
-created as one group; in backward the ops of the group's nodes are not counted, and the group is
-charged once, as op 'aten.scaled_dot_product_attention_backward', with the cost of the chosen
+kernel's) but decomposes into the math backend on `meta`. In a training trace the fence runs each
+SDPA call as one autograd node (`_SdpaNode`); in backward the ops it runs are not counted, and
+it is charged once, as op 'aten.scaled_dot_product_attention_backward', with the cost of the chosen
 kernel (`attention_backward`): 'flash' (torch's CPU flash backward: recomputes the scores, 2.5x
 the forward matmul FLOPs, flop_counter's sdpa backward formula) or 'math' (the unfused math
 backward: 2x forward FLOPs, materialised scores). The cost is measured once per shape by running
@@ -39,6 +39,7 @@ from typing import Any, Literal
 
 import torch
 from torch.overrides import TorchFunctionMode
+from torch.utils._pytree import tree_flatten, tree_unflatten
 
 from .records import Counters
 
@@ -64,7 +65,7 @@ def check_attention_backward(kind: str) -> AttentionBackward:
 def _grad_fns(values: Iterable[Any]) -> set[Any]:
     found = set()
     for value in values:
-        for t in torch.utils._pytree.tree_flatten(value)[0]:
+        for t in tree_flatten(value)[0]:
             if isinstance(t, torch.Tensor) and t.grad_fn is not None:
                 found.add(t.grad_fn)
     return found
@@ -76,7 +77,6 @@ class NodeTags:
     def __init__(self) -> None:
         n = next(_trace_ids)
         self.call_key = f"lm_predictor.call.{n}"
-        self.group_key = f"lm_predictor.sdpa.{n}"
 
     def tag(self, outputs: Any, stop: set[Any], call_id: int) -> None:
         """Tag untagged nodes reachable from `outputs` (not crossing `stop` or tagged nodes)."""
@@ -88,24 +88,9 @@ class NodeTags:
             node.metadata[self.call_key] = call_id
             stack.extend(next_node for next_node, _ in node.next_functions)
 
-    def group(self, outputs: Any, stop: set[Any], group_id: int) -> None:
-        """Mark nodes created by one SDPA call (reachable from its output, above its inputs)."""
-        stack = list(_grad_fns([outputs]))
-        while stack:
-            node = stack.pop()
-            if node is None or node in stop or self.group_key in node.metadata:
-                continue
-            if type(node).__name__ == "AccumulateGrad":
-                continue
-            node.metadata[self.group_key] = group_id
-            stack.extend(next_node for next_node, _ in node.next_functions)
-
     def owner(self, node: Any) -> int | None:
         """Call id that created `node` (OUTSIDE for none), None when untagged."""
         return node.metadata.get(self.call_key)
-
-    def group_of(self, node: Any) -> int | None:
-        return node.metadata.get(self.group_key)
 
 
 class GraphTagger(TorchFunctionMode):
@@ -188,26 +173,65 @@ def sdpa_backward_cost(kind: str, args: tuple, kwargs: dict) -> Counters:
     return copy
 
 
+class _SdpaNode(torch.autograd.Function):
+    """One autograd node around an SDPA call: backward runs the real kernel's backward (whatever
+    the device picked) while `SdpaGroups.active` says its ops are not to be counted, and returns
+    gradients in their inputs' layout, so the ops after it are the same on every device."""
+
+    @staticmethod
+    def forward(ctx: Any, groups: "SdpaGroups", group: int, fn: Callable[..., Any], spec: Any,
+                flat: list, *tensors: torch.Tensor) -> torch.Tensor:
+        with torch.enable_grad():
+            inner = [t.detach().requires_grad_(t.requires_grad) for t in tensors]
+            it = iter(inner)
+            args, kwargs = tree_unflatten([next(it) if isinstance(x, torch.Tensor) else x
+                                           for x in flat], spec)
+            out = fn(*args, **kwargs)
+        ctx.groups, ctx.group, ctx.inner, ctx.out = groups, group, inner, out
+        return out.detach()
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple:
+        wanted = [t for t in ctx.inner if t.requires_grad]
+        ctx.groups.active.append(ctx.group)
+        try:
+            grads = iter(torch.autograd.grad(ctx.out, wanted, grad, allow_unused=True))
+            result = []
+            for t in ctx.inner:
+                g = next(grads) if t.requires_grad else None
+                result.append(None if g is None else torch.empty_like(t).copy_(g))
+        finally:
+            ctx.groups.active.pop()
+        return (None, None, None, None, None, *result)
+
+
 class SdpaGroups:
-    """SDPA calls seen in forward: their nodes' group ids and the backward each is charged."""
+    """SDPA calls run in a training trace: each is one `_SdpaNode`, charged in backward once
+    with the chosen kernel's backward cost, to the call that ran it."""
 
-    def __init__(self, tags: NodeTags, kind: AttentionBackward) -> None:
-        self._tags = tags
+    def __init__(self, kind: AttentionBackward, current_id: Callable[[], int]) -> None:
         self.kind = kind
+        self._current_id = current_id
         self.costs: dict[int, Counters] = {}
+        self.owners: dict[int, int] = {}
         self.charged: set[int] = set()
+        self.active: list[int] = []
 
-    def on_forward(self, args: tuple, kwargs: dict, out: Any) -> None:
-        """Called by the attention fence after each SDPA call."""
-        if not isinstance(out, torch.Tensor) or out.grad_fn is None:
-            return
-        group_id = len(self.costs)
-        self._tags.group(out, _grad_fns((args, kwargs)), group_id)
-        self.costs[group_id] = sdpa_backward_cost(self.kind, args, kwargs)
+    def run(self, fn: Callable[..., Any], args: tuple, kwargs: dict) -> Any:
+        """Run `fn(*args, **kwargs)` (an SDPA call) as one node when it needs a gradient."""
+        flat, spec = tree_flatten((args, kwargs))
+        tensors = [x for x in flat if isinstance(x, torch.Tensor)]
+        if not torch.is_grad_enabled() or not any(t.requires_grad for t in tensors):
+            return fn(*args, **kwargs)
+        group = len(self.costs)
+        self.costs[group] = sdpa_backward_cost(self.kind, args, kwargs)
+        self.owners[group] = self._current_id()
+        return _SdpaNode.apply(self, group, fn, spec, flat, *tensors)
 
-    def charge(self, group_id: int) -> Counters | None:
-        """The group's backward cost the first time one of its nodes runs, then None."""
-        if group_id in self.charged:
+    def charge(self) -> tuple[int, Counters] | None:
+        """(owner call id, cost) of the active group the first time it runs an op, then None."""
+        group = self.active[-1]
+        if group in self.charged:
             return None
-        self.charged.add(group_id)
-        return self.costs[group_id]
+        self.charged.add(group)
+        return self.owners[group], self.costs[group]

@@ -85,9 +85,9 @@ class OpCounter(TorchDispatchMode):
 
 @contextmanager
 def counting(counter: OpCounter,
-             on_attention: Callable[[tuple, dict, Any], None] | None = None
+             attention_runner: Callable[[Callable[..., Any], tuple, dict], Any] | None = None
              ) -> Iterator[OpCounter]:
-    """Activate `counter` together with the attention fence that feeds it; `on_attention`
-    (args, kwargs, output) sees each fenced SDPA call (`tracing.backward.SdpaGroups`)."""
-    with SdpaFence(counter.pause, counter.resume, counter.record, on_attention), counter:
+    """Activate `counter` together with the attention fence that feeds it; `attention_runner`
+    (fn, args, kwargs) runs each fenced SDPA call (`tracing.backward.SdpaGroups.run`)."""
+    with SdpaFence(counter.pause, counter.resume, counter.record, attention_runner), counter:
         yield counter

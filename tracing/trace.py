@@ -127,7 +127,6 @@ def trace(model: torch.nn.Module, *, device_timing: bool = True, backward: bool 
         record.activation_bytes, record.peak_activation_bytes = memory.exit(record.call_id)
 
     tags = NodeTags()
-    groups = SdpaGroups(tags, result.attention_backward or "flash")  # type: ignore[arg-type]
 
     def on_output(record: CallRecord, args: tuple, kwargs: dict, output: Any) -> None:
         if torch.is_grad_enabled():
@@ -135,19 +134,21 @@ def trace(model: torch.nn.Module, *, device_timing: bool = True, backward: bool 
             tags.tag(output, stop, record.call_id)
 
     recorder = CallRecorder(model, on_enter, on_exit, on_output if backward else None)
+    groups = SdpaGroups(result.attention_backward or "flash",  # type: ignore[arg-type]
+                        recorder.current_id)
     result.calls = recorder.calls
     outside = _accumulate(result.outside, result.outside_ops)
     outside_backward = _accumulate(result.outside_backward, result.outside_backward_ops)
     unattributed = _accumulate(result.unattributed, result.unattributed_ops)
 
     def on_backward_op(node: Any, cost: OpCost) -> None:
-        group = tags.group_of(node)
-        if group is not None:
-            charged = groups.charge(group)
+        owner = tags.owner(node)
+        if groups.active:  # inside an SDPA node's backward: charge the chosen kernel once
+            charged = groups.charge()
             if charged is None:
                 return
-            cost = OpCost("aten.scaled_dot_product_attention_backward", charged, True)
-        owner = tags.owner(node)
+            owner, counters = charged
+            cost = OpCost("aten.scaled_dot_product_attention_backward", counters, True)
         if owner is None:
             unattributed(cost)
         elif owner == OUTSIDE:
@@ -173,7 +174,7 @@ def trace(model: torch.nn.Module, *, device_timing: bool = True, backward: bool 
     tagger = GraphTagger(tags, recorder.current_id) if backward else nullcontext()
     try:
         with recorder, tagger, counting(OpCounter(on_op, memory, recorder.current_id),
-                                        groups.on_forward if backward else None):
+                                        groups.run if backward else None):
             yield result
     finally:
         if backward:
