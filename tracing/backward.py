@@ -173,6 +173,47 @@ def sdpa_backward_cost(kind: str, args: tuple, kwargs: dict) -> Counters:
     return copy
 
 
+class SavedTensorMeter:
+    """Bytes autograd saves for backward during the forward of a training step, per call.
+
+    A `torch.autograd.graph.saved_tensors_hooks` pack hook sees every tensor an autograd node
+    saves; each storage counts once (its `nbytes()`, so views share it), parameters and buffers
+    never, and only packs made outside the backward pass (not recomputation). Attributed to the
+    innermost call at pack time (`OUTSIDE` for a loss after the model). Under non-reentrant
+    checkpointing a region's inner saves go to the checkpoint's own hooks and only its inputs
+    reach this one, so the figure is what checkpointing keeps.
+    """
+
+    def __init__(self, exclude: Iterable[int], current_id: Callable[[], int]) -> None:
+        self._exclude = set(exclude)
+        self._seen: set[int] = set()
+        self._current_id = current_id
+        self.by_call: dict[int, int] = {}
+        self.total = 0
+
+    def pack(self, t: torch.Tensor) -> torch.Tensor:
+        if torch._C._current_autograd_node() is None:
+            try:
+                storage = t.untyped_storage()
+                key = storage._cdata
+            except (RuntimeError, NotImplementedError, TypeError):
+                return t
+            if key not in self._exclude and key not in self._seen:
+                self._seen.add(key)
+                nbytes = storage.nbytes()
+                owner = self._current_id()
+                self.by_call[owner] = self.by_call.get(owner, 0) + nbytes
+                self.total += nbytes
+        return t
+
+    @staticmethod
+    def unpack(t: torch.Tensor) -> torch.Tensor:
+        return t
+
+    def hooks(self) -> Any:
+        return torch.autograd.graph.saved_tensors_hooks(self.pack, self.unpack)
+
+
 class _SdpaNode(torch.autograd.Function):
     """One autograd node around an SDPA call: backward runs the real kernel's backward (whatever
     the device picked) while `SdpaGroups.active` says its ops are not to be counted, and returns

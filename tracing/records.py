@@ -101,6 +101,7 @@ class CallRecord:
     backward_self: Counters = field(default_factory=Counters)
     backward_inclusive: Counters = field(default_factory=Counters)
     backward_ops: dict[str, OpStat] = field(default_factory=dict)
+    saved_bytes: int = 0  # bytes this call (not its children) saved for backward
 
 
 @dataclass
@@ -144,6 +145,7 @@ class Trace:
     outside_backward_ops: dict[str, OpStat] = field(default_factory=dict)
     unattributed: Counters = field(default_factory=Counters)
     unattributed_ops: dict[str, OpStat] = field(default_factory=dict)
+    saved_activation_bytes: int = 0  # bytes saved for backward in forward (tracing.backward)
 
     def step_totals(self) -> StepTotals:
         """Forward (first pass, outside ops included), recompute, backward, unattributed."""

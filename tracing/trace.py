@@ -21,7 +21,9 @@ Semantics:
   `tracing.backward`. `attention_backward` ('flash' or 'math'; default
   `default_attention_backward(device)`) picks the SDPA backward counted, identical on every
   device. Calls re-run by activation checkpointing during backward get `phase='recompute'`.
-  `Trace.step_totals()` splits forward / recompute / backward / unattributed.
+  `Trace.step_totals()` splits forward / recompute / backward / unattributed;
+  `Trace.saved_activation_bytes` (and `CallRecord.saved_bytes`) are the bytes autograd saved
+  for backward (`tracing.backward.SavedTensorMeter`).
 Hooks and modes are removed on exit, also when the forward raises.
 
 Example:
@@ -43,8 +45,8 @@ import torch
 
 from formula_db.meta import flat_tensors
 
-from .backward import (GraphTagger, NodeTags, OUTSIDE, SdpaGroups, check_attention_backward,
-                       default_attention_backward)
+from .backward import (GraphTagger, NodeTags, OUTSIDE, SavedTensorMeter, SdpaGroups,
+                       check_attention_backward, default_attention_backward)
 from .costs import OpCost
 from .counter import OpCounter, counting
 from .hooks import CallRecorder
@@ -105,8 +107,8 @@ def trace(model: torch.nn.Module, *, device_timing: bool = True, backward: bool 
         result.backward = True
         result.attention_backward = check_attention_backward(
             attention_backward or default_attention_backward(result.device))
-    owned = (k for t in chain(model.parameters(), model.buffers())
-             if (k := storage_key(t)) is not None)
+    owned = [k for t in chain(model.parameters(), model.buffers())
+             if (k := storage_key(t)) is not None]
     memory = StorageTracker(exclude=owned)
     timer: CallTimer | None = None
 
@@ -172,13 +174,18 @@ def trace(model: torch.nn.Module, *, device_timing: bool = True, backward: bool 
             result.uncovered_ops[cost.name] = result.uncovered_ops.get(cost.name, 0) + 1
 
     tagger = GraphTagger(tags, recorder.current_id) if backward else nullcontext()
+    saved = SavedTensorMeter(owned, recorder.current_id)
     try:
-        with recorder, tagger, counting(OpCounter(on_op, memory, recorder.current_id),
+        with recorder, tagger, saved.hooks() if backward else nullcontext(), counting(OpCounter(on_op, memory, recorder.current_id),
                                         groups.run if backward else None):
             yield result
     finally:
         if backward:
             _roll_up_backward(result.calls)
+            for call_id, nbytes in saved.by_call.items():
+                if call_id >= 0:
+                    result.calls[call_id].saved_bytes = nbytes
+            result.saved_activation_bytes = saved.total
         if timer is not None:
             for call_id, seconds in timer.results().items():
                 result.calls[call_id].wall_time_s = seconds
