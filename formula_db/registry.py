@@ -26,7 +26,7 @@ from formula_db.bind import bind_parameters
 from formula_db.errors import CycleError, FormulaError, UnknownKeyError
 from formula_db.evaluate import Callee, Env, evaluate, exact
 from formula_db.naming import dotted_name, is_key, key_for, public_name
-from formula_db.schema import METRICS, FormulaDatabase, FormulaEntry, ParamValue
+from formula_db.schema import BACKWARD_METRICS, METRICS, FormulaDatabase, FormulaEntry, ParamValue
 from formula_db.store import load_database
 from formula_db import symbolic
 
@@ -136,8 +136,12 @@ class Registry:
         if entry is None:
             raise UnknownKeyError(f"unknown formula key {{{key}}}; it is called but no database "
                                   f"layer defines it")
+        if field.startswith("backward.") and entry.backward is None:
+            raise FormulaError(f"{{{key}}} has no backward templates; add a 'backward' block",
+                               where=f"{key}.{field}")
+        texts = {**entry.templates(), **entry.backward_templates()}
         callee = Callee(key, entry.param_names, entry.defaults, entry.ast(field),
-                        entry.templates().get(field, ""), entry.allow_fractional)
+                        texts.get(field, ""), entry.allow_fractional)
         self._callees[(key, field)] = callee
         return callee
 
@@ -146,6 +150,8 @@ class Registry:
             _, name, metric = field.split(".")
             item = next(i for i in entry.breakdown if i.name == name)
             return getattr(item, metric)
+        if field.startswith("backward."):
+            return entry.backward_templates()[field]
         return getattr(entry, field)
 
     def _complete(self, entry: FormulaEntry, params: Mapping[str, ParamValue]) -> dict[str, Any]:
@@ -165,7 +171,10 @@ class Registry:
         """Exact value of one metric (or `breakdown.NAME.metric`) for the given parameters."""
         entry = self.get(name_or_obj)
         values = self._complete(entry, params)
-        metric = field.rsplit(".", 1)[-1]
+        metric = field if field.startswith("backward.") else field.rsplit(".", 1)[-1]
+        if field.startswith("backward.") and entry.backward is None:
+            raise FormulaError("no backward templates; add a 'backward' block to the entry",
+                               where=f"{entry.key}.{field}")
         env = Env(params=values, text=self._text(entry, field), where=f"{entry.key}.{field}",
                   metric=metric, resolve=self.callee, allow_fractional=entry.allow_fractional,
                   stack=(entry.key,))
@@ -179,6 +188,13 @@ class Registry:
     def evaluate_all(self, name_or_obj: Any, params: Mapping[str, ParamValue]) -> dict[str, Any]:
         """Every metric's value for the given parameters."""
         return {m: self.evaluate(name_or_obj, m, params) for m in METRICS}
+
+    def evaluate_backward(self, name_or_obj: Any, params: Mapping[str, ParamValue]
+                          ) -> dict[str, Any] | None:
+        """Every backward metric's value, None when the entry has no backward templates."""
+        if self.get(name_or_obj).backward is None:
+            return None
+        return {m: self.evaluate(name_or_obj, f"backward.{m}", params) for m in BACKWARD_METRICS}
 
     def breakdown(self, name_or_obj: Any, params: Mapping[str, ParamValue]
                   ) -> list[tuple[str, str, dict[str, Any]]]:
@@ -203,8 +219,9 @@ class Registry:
             if name not in fixed and name not in free:
                 fixed[name] = value
         try:
+            metric = field if field.startswith("backward.") else field.rsplit(".", 1)[-1]
             expr = symbolic.to_sympy(entry.ast(field), fixed, free, self.callee,
-                                     field.rsplit(".", 1)[-1], self._text(entry, field),
+                                     metric, self._text(entry, field),
                                      f"{entry.key}.{field}", (entry.key,))
             return symbolic.closed_form(expr) if simplify else expr
         except RecursionError:
@@ -225,6 +242,8 @@ class Registry:
                     if callee is None:
                         problems.append(f"{key}.{field}: calls unknown key {{{node.key}}}")
                         continue
+                    if field.startswith("backward.") and callee.backward is None:
+                        problems.append(f"{key}.{field}: {{{node.key}}} has no backward templates")
                     required = [p for p in callee.param_names if p not in callee.defaults]
                     if not len(required) <= len(node.args) <= len(callee.param_names):
                         problems.append(f"{key}.{field}: {{{node.key}}} takes "

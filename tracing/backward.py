@@ -10,15 +10,19 @@ which catches nodes created without a torch function (custom autograd Functions,
 internals). The AccumulateGrad node of a parameter belongs to the first call that used it.
 During `loss.backward()` the dispatch counter asks `torch._C._current_autograd_node()` which node
 the engine is running and charges its ops to the tagged call (`CallRecord.backward_self`); ops
-of untagged nodes are `Trace.unattributed`.
+of untagged nodes are `Trace.unattributed`. Gradient accumulation (the engine adding the
+gradients of a tensor used by several consumers, after a node's function returned; seen through a
+node post-hook) is charged to the parent of the node's call: the module that combined the
+branches (a residual block, an attention module feeding q, k and v from one input), not a leaf.
 
 Attention: `F.scaled_dot_product_attention` is a fused op on CPU (its backward is the flash
 kernel's) but decomposes into the math backend on `meta`. In a training trace the fence runs each
 SDPA call as one autograd node (`_SdpaNode`); in backward the ops it runs are not counted, and
 it is charged once, as op 'aten.scaled_dot_product_attention_backward', with the cost of the chosen
 kernel (`attention_backward`): 'flash' (torch's CPU flash backward: recomputes the scores, 2.5x
-the forward matmul FLOPs, flop_counter's sdpa backward formula) or 'math' (the unfused math
-backward: 2x forward FLOPs, materialised scores). The cost is measured once per shape by running
+the forward matmul FLOPs, flop_counter's sdpa backward formula; when query and value head sizes
+differ, which flash kernels refuse, math) or 'math' (the unfused math backward: 2x forward
+FLOPs, materialised scores). The cost is measured once per shape by running
 that kernel's backward on `meta` tensors, so `meta` and CPU give the same counts.
 
 Example:
@@ -77,6 +81,7 @@ class NodeTags:
     def __init__(self) -> None:
         n = next(_trace_ids)
         self.call_key = f"lm_predictor.call.{n}"
+        self.done_key = f"lm_predictor.done.{n}"
 
     def tag(self, outputs: Any, stop: set[Any], call_id: int) -> None:
         """Tag untagged nodes reachable from `outputs` (not crossing `stop` or tagged nodes)."""
@@ -86,7 +91,19 @@ class NodeTags:
             if node is None or node in stop or self.call_key in node.metadata:
                 continue
             node.metadata[self.call_key] = call_id
+            if type(node).__name__ != "AccumulateGrad":
+                node.register_hook(self._mark_done)
             stack.extend(next_node for next_node, _ in node.next_functions)
+
+    def _mark_done(self, grad_inputs: Any, grad_outputs: Any) -> None:
+        node = torch._C._current_autograd_node()
+        if node is not None:
+            node.metadata[self.done_key] = True
+
+    def accumulating(self, node: Any) -> bool:
+        """True once `node`'s function has returned: the engine is summing the gradients it
+        produced into inputs that several consumers feed (a tensor used twice)."""
+        return bool(node.metadata.get(self.done_key))
 
     def owner(self, node: Any) -> int | None:
         """Call id that created `node` (OUTSIDE for none), None when untagged."""
@@ -135,6 +152,8 @@ def _sdpa_backward_cost(kind: str, q: tuple, k: tuple, v: tuple, mask: tuple | N
     attn_mask = None
     if mask is not None:
         attn_mask = torch.empty(mask, dtype=mask_dtype, device="meta")
+    if kind == "flash" and q[-1] != v[-1]:
+        kind = "math"  # the flash kernels need equal query and value head sizes; math runs
     if kind == "flash":
         if attn_mask is not None and attn_mask.dtype == torch.bool:
             attn_mask = torch.zeros(mask, dtype=dtype, device="meta")

@@ -19,6 +19,9 @@ Semantics:
 
 - phase: 'recompute' for a call made while the autograd engine runs a node (activation
   checkpointing re-running forward during backward), else 'forward'.
+- training traces (`on_output` given) add the attributes `input_requires_grad` (whether the
+  first tensor argument needs a gradient: a formula's backward computes a grad input or not)
+  and `grad_enabled` (autograd recording: what the forward saves for backward).
 - `on_output(record, args, kwargs, output)`, when given, sees each call's real output before the
   caller does (`tracing.backward` tags the autograd nodes it reaches).
 
@@ -102,6 +105,11 @@ class CallRecorder:
             attributes=module_attributes(module, self._paths[id(module)]),
             phase="recompute" if torch._C._current_autograd_node() is not None else "forward",
         )
+        if self._on_output is not None:
+            first = next((a for a in args if isinstance(a, torch.Tensor)), None)
+            record.attributes["input_requires_grad"] = bool(first is not None
+                                                            and first.requires_grad)
+            record.attributes["grad_enabled"] = torch.is_grad_enabled()
         if parent is not None:
             parent.children.append(record.call_id)
         self.calls.append(record)

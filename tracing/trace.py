@@ -107,6 +107,7 @@ def trace(model: torch.nn.Module, *, device_timing: bool = True, backward: bool 
         result.backward = True
         result.attention_backward = check_attention_backward(
             attention_backward or default_attention_backward(result.device))
+        result.config["attention_backward"] = result.attention_backward  # formulas bind it
     owned = [k for t in chain(model.parameters(), model.buffers())
              if (k := storage_key(t)) is not None]
     memory = StorageTracker(exclude=owned)
@@ -145,6 +146,9 @@ def trace(model: torch.nn.Module, *, device_timing: bool = True, backward: bool 
 
     def on_backward_op(node: Any, cost: OpCost) -> None:
         owner = tags.owner(node)
+        if owner is not None and owner >= 0 and tags.accumulating(node):
+            parent = result.calls[owner].parent_call_id
+            owner = parent if parent is not None else owner
         if groups.active:  # inside an SDPA node's backward: charge the chosen kernel once
             charged = groups.charge()
             if charged is None:

@@ -64,7 +64,8 @@ def test_nested_module_attributes_every_backward_op() -> None:
     assert "aten.gelu_backward" in t.by_path("blocks.1.act")[0].backward_ops
     assert "aten.embedding_dense_backward" in t.by_path("emb")[0].backward_ops
     # the loss (computed after the model) is the only outside backward
-    assert set(t.outside_backward_ops) <= {"aten.expand", "aten.div", "aten.mul", "aten.pow"}
+    costly = {k for k, v in t.outside_backward_ops.items() if v.bytes_read or v.vector_flops}
+    assert costly == {"aten.div", "aten.mul", "aten.pow"}  # mean and pow backward
     root = t.calls[0]
     assert root.backward_inclusive.flops + t.outside_backward.flops == totals.backward.flops
 
