@@ -28,6 +28,8 @@ CASES: dict[str, tuple[Callable[[], nn.Module], list[tuple[int, ...]]]] = {
     "LayerNorm": (lambda: nn.LayerNorm(8), [(3, 5, 8), (7, 8)]),
     "LayerNormNoAffine": (lambda: nn.LayerNorm(6, elementwise_affine=False), [(4, 6)]),
     "GroupNorm": (lambda: nn.GroupNorm(2, 4), [(2, 4, 3, 3)]),
+    "RMSNorm": (lambda: nn.RMSNorm(8), [(3, 5, 8), (2, 8)]),
+    "RMSNormNoAffine": (lambda: nn.RMSNorm(6, elementwise_affine=False), [(4, 6)]),
     "BatchNorm2d": (lambda: nn.BatchNorm2d(4), [(2, 4, 3, 5)]),
     "BatchNorm2dNoTrack": (lambda: nn.BatchNorm2d(3, track_running_stats=False), [(3, 3, 2, 2)]),
     "BatchNorm2dNoAffine": (lambda: nn.BatchNorm2d(3, affine=False), [(2, 3, 4, 4)]),
