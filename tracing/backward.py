@@ -139,7 +139,21 @@ def _sdpa_backward_cost(kind: str, q: tuple, k: tuple, v: tuple, mask: tuple | N
                         dtype: torch.dtype, mask_dtype: torch.dtype | None, dropout_p: float,
                         is_causal: bool, scale: float | None) -> tuple[Counters, tuple]:
     """Counters of one SDPA backward by kernel `kind`, measured on meta tensors."""
-    from .counter import OpCounter  # local: counter imports attention, which imports us lazily
+    with torch.autograd.graph.saved_tensors_hooks(_identity, _identity):
+        return _measure_sdpa_backward(kind, q, k, v, mask, dtype, mask_dtype, dropout_p,
+                                      is_causal, scale)
+
+
+def _identity(t: torch.Tensor) -> torch.Tensor:
+    return t
+
+
+def _measure_sdpa_backward(kind: str, q: tuple, k: tuple, v: tuple, mask: tuple | None,
+                           dtype: torch.dtype, mask_dtype: torch.dtype | None, dropout_p: float,
+                           is_causal: bool, scale: float | None) -> tuple[Counters, tuple]:
+    """The measurement itself; its own saved tensors stay out of any active saved-tensor hooks
+    (activation checkpointing, `SavedTensorMeter`), pushed aside by identity hooks."""
+    from .counter import OpCounter
     from .records import OpStat, add_op
 
     heads = q[-3] if len(q) >= 3 else None
@@ -241,17 +255,26 @@ class _SdpaNode(torch.autograd.Function):
     @staticmethod
     def forward(ctx: Any, groups: "SdpaGroups", group: int, fn: Callable[..., Any], spec: Any,
                 flat: list, *tensors: torch.Tensor) -> torch.Tensor:
-        with torch.enable_grad():
+        with torch.enable_grad(), torch.autograd.graph.saved_tensors_hooks(_identity, _identity):
             inner = [t.detach().requires_grad_(t.requires_grad) for t in tensors]
             it = iter(inner)
             args, kwargs = tree_unflatten([next(it) if isinstance(x, torch.Tensor) else x
                                            for x in flat], spec)
             out = fn(*args, **kwargs)
         ctx.groups, ctx.group, ctx.inner, ctx.out = groups, group, inner, out
+        # What the chosen kernel keeps for backward, saved through the active saved-tensor hooks
+        # (activation checkpointing, `SavedTensorMeter`) instead of the device's own kernel's
+        # saves: q, k, v, the output, and flash's fp32 logsumexp or math's attention weights.
+        q, k = tensors[0], tensors[1]
+        extra = (q.shape[:-1] if groups.kind == "flash" else q.shape[:-1] + k.shape[-2:-1])
+        stand_in = torch.empty(extra, dtype=torch.float32 if groups.kind == "flash" else q.dtype,
+                               device=q.device)
+        ctx.save_for_backward(*tensors[:3], out.detach(), stand_in)
         return out.detach()
 
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor) -> tuple:
+        ctx.saved_tensors  # unpacked as a kernel would (checkpointing recomputes here)
         wanted = [t for t in ctx.inner if t.requires_grad]
         ctx.groups.active.append(ctx.group)
         try:

@@ -192,3 +192,40 @@ def test_checkpointing_early_stop_counts_what_is_recomputed() -> None:
     assert c.recompute.flops == sum(x.inclusive.flops for x in fcs) > 0
     assert c.measured.flops == plain.step_totals().measured.flops + c.recompute.flops
     assert c.measured.flops == flop_counter_total(ckpt_model, net_step, "cpu")
+
+
+def test_trace_training_step_with_hf_checkpointing() -> None:
+    """The helper `analyze --phase train` runs: labels default to input_ids; transformers'
+    activation checkpointing adds exactly one forward of the decoder layers (early stop off);
+    meta == CPU; the model is restored."""
+    pytest.importorskip("transformers")
+    from tracing.train import TrainingStepError, trace_training_step
+
+    results = {}
+    for device in ("cpu", "meta"):
+        model = build(llama, device)
+        model.eval()
+        ids = (torch.arange(16, device=device).reshape(2, 8) * 7) % 128
+        plain = trace_training_step(model, {"input_ids": ids})
+        with torch.utils.checkpoint.set_checkpoint_early_stop(False):
+            ckpt = trace_training_step(model, {"input_ids": ids}, checkpointing=True)
+        assert not model.training and not model.is_activation_checkpointing
+        assert all(p.grad is None for p in model.parameters())
+        p, c = plain.step_totals(), ckpt.step_totals()
+        assert p.unattributed.flops == c.unattributed.flops == 0
+        layers = sum(x.inclusive.flops for x in plain.calls
+                     if x.module_path in ("model.layers.0", "model.layers.1"))
+        assert c.recompute.flops == layers > 0
+        assert c.measured.flops == p.measured.flops + layers
+        # FLOPs equal; bytes differ: checkpointed layers skip the KV-cache writes that a plain
+        # transformers forward (use_cache on by default) makes
+        assert c.forward.flops == p.forward.flops and c.backward.flops == p.backward.flops
+        assert "model.layers.1.self_attn" in {x.module_path for x in ckpt.calls
+                                              if x.phase == "recompute"}
+        assert ckpt.saved_activation_bytes < plain.saved_activation_bytes
+        results[device] = (p.as_dict(), c.as_dict(), plain.saved_activation_bytes,
+                           ckpt.saved_activation_bytes)
+    assert results["cpu"] == results["meta"]
+    with pytest.raises(TrainingStepError, match="does not support activation checkpointing"):
+        trace_training_step(build(Net, "meta"), {"ids": ids}, checkpointing=True,
+                            loss_fn=lambda out: out.float().pow(2).mean())
