@@ -26,7 +26,7 @@ from formula_db.errors import CycleError, FormulaError, UnknownKeyError
 from formula_db.evaluate import Callee, Env, evaluate, metric_value
 from formula_db.naming import dotted_name, is_key, key_for, public_name
 from formula_db.paths import BUILTIN_PATH, ZOO_DIR, builtin_paths, user_db_path  # noqa: F401
-from formula_db.schema import METRICS, FormulaDatabase, FormulaEntry, ParamValue
+from formula_db.schema import BACKWARD_METRICS, METRICS, FormulaDatabase, FormulaEntry, ParamValue
 from formula_db.store import full_class_name, load_database, load_trusted
 
 @dataclass(frozen=True)
@@ -131,8 +131,12 @@ class Registry:
         if entry is None:
             raise UnknownKeyError(f"unknown formula key {{{key}}}; it is called but no database "
                                   f"layer defines it")
+        if field.startswith("backward.") and entry.backward is None:
+            raise FormulaError(f"{{{key}}} has no backward templates; add a 'backward' block",
+                               where=f"{key}.{field}")
+        texts = {**entry.templates(), **entry.backward_templates()}
         callee = Callee(key, entry.param_names, entry.defaults, entry.ast(field),
-                        entry.templates().get(field, ""), entry.allow_fractional)
+                        texts.get(field, ""), entry.allow_fractional)
         self._callees[(key, field)] = callee
         return callee
 
@@ -141,6 +145,8 @@ class Registry:
             _, name, metric = field.split(".")
             item = next(i for i in entry.breakdown if i.name == name)
             return getattr(item, metric)
+        if field.startswith("backward."):
+            return entry.backward_templates()[field]
         return getattr(entry, field)
 
     def _complete(self, entry: FormulaEntry, params: Mapping[str, ParamValue]) -> dict[str, Any]:
@@ -160,7 +166,10 @@ class Registry:
         """Exact value of one metric (or `breakdown.NAME.metric`) for the given parameters."""
         entry = self.get(name_or_obj)
         values = self._complete(entry, params)
-        metric = field.rsplit(".", 1)[-1]
+        metric = field if field.startswith("backward.") else field.rsplit(".", 1)[-1]
+        if field.startswith("backward.") and entry.backward is None:
+            raise FormulaError("no backward templates; add a 'backward' block to the entry",
+                               where=f"{entry.key}.{field}")
         env = Env(params=values, text=self._text(entry, field), where=f"{entry.key}.{field}",
                   metric=metric, resolve=self.callee, allow_fractional=entry.allow_fractional,
                   stack=(entry.key,))
@@ -181,6 +190,13 @@ class Registry:
     def evaluate_all(self, name_or_obj: Any, params: Mapping[str, ParamValue]) -> dict[str, Any]:
         """Every metric's value for the given parameters."""
         return {m: self.evaluate(name_or_obj, m, params) for m in METRICS}
+
+    def evaluate_backward(self, name_or_obj: Any, params: Mapping[str, ParamValue]
+                          ) -> dict[str, Any] | None:
+        """Every backward metric's value, None when the entry has no backward templates."""
+        if self.get(name_or_obj).backward is None:
+            return None
+        return {m: self.evaluate(name_or_obj, f"backward.{m}", params) for m in BACKWARD_METRICS}
 
     def breakdown(self, name_or_obj: Any, params: Mapping[str, ParamValue]
                   ) -> list[tuple[str, str, dict[str, Any]]]:
@@ -207,8 +223,9 @@ class Registry:
         try:
             from formula_db import symbolic  # sympy: only for closed forms
 
+            metric = field if field.startswith("backward.") else field.rsplit(".", 1)[-1]
             expr = symbolic.to_sympy(entry.ast(field), fixed, free, self.callee,
-                                     field.rsplit(".", 1)[-1], self._text(entry, field),
+                                     metric, self._text(entry, field),
                                      f"{entry.key}.{field}", (entry.key,))
             return symbolic.closed_form(expr) if simplify else expr
         except FormulaError:
@@ -234,6 +251,8 @@ class Registry:
                     if callee is None:
                         problems.append(f"{key}.{field}: calls unknown key {{{node.key}}}")
                         continue
+                    if field.startswith("backward.") and callee.backward is None:
+                        problems.append(f"{key}.{field}: {{{node.key}}} has no backward templates")
                     required = [p for p in callee.param_names if p not in callee.defaults]
                     if not len(required) <= len(node.args) <= len(callee.param_names):
                         problems.append(f"{key}.{field}: {{{node.key}}} takes "

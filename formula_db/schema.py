@@ -14,6 +14,10 @@ Metric conventions (shared with the measuring counter in `tracing/`):
 - vector_flops: element-wise, reduction, normalisation and softmax work (tracing/optable.py).
 - bytes_read / bytes_written: unfused, per aten op, input and output tensor bytes.
 - activation_bytes: bytes of tensors created by the call and still alive when it returns.
+- backward (optional): flops, vector_flops, bytes_read, bytes_written of the backward ops of the
+  autograd nodes the call's forward created (`tracing.trace(..., backward=True)`), over the
+  same parameters; evaluated as fields `backward.flops` etc. A nested `{key}(...)` inside a
+  backward template evaluates the callee's backward template of the same metric.
 """
 from __future__ import annotations
 
@@ -27,9 +31,10 @@ from formula_db.errors import FormulaError
 from formula_db.naming import key_for
 from formula_db.parser import parse
 from formula_db.static import check_metric
-from formula_db.units import METRICS  # noqa: F401  (the one metric vocabulary)
+from formula_db.units import COUNTER_METRICS, METRICS  # noqa: F401  (the one vocabulary)
 
 SCHEMA_VERSION = 2
+BACKWARD_METRICS: tuple[str, ...] = COUNTER_METRICS  # activation memory has no backward
 ParamValue = int | float | bool | str
 
 
@@ -73,6 +78,19 @@ class BreakdownItem(BaseModel):
         return {m: getattr(self, m) for m in METRICS if getattr(self, m) is not None}
 
 
+class Backward(BaseModel):
+    """Templates of the call's backward cost (the ops of the autograd nodes its forward made)."""
+
+    model_config = ConfigDict(extra="forbid")
+    flops: str
+    vector_flops: str
+    bytes_read: str
+    bytes_written: str
+
+    def templates(self) -> dict[str, str]:
+        return {m: getattr(self, m) for m in BACKWARD_METRICS}
+
+
 class Validation(BaseModel):
     """How far the entry has been checked, by whom, and against which library versions."""
 
@@ -107,6 +125,8 @@ class FormulaEntry(BaseModel):
     bytes_read: str
     bytes_written: str
     activation_bytes: str
+    backward: Backward | None = Field(None, description="Backward cost templates (training "
+                                      "steps); absent when the entry models forward only.")
     breakdown: list[BreakdownItem] = Field(default_factory=list)
     module_depends: list[str] = Field(default_factory=list)
     allow_fractional: bool = Field(False, description="Allow inexact '/' of integers "
@@ -133,6 +153,12 @@ class FormulaEntry(BaseModel):
         """Metric -> template text of the totals."""
         return {m: getattr(self, m) for m in METRICS}
 
+    def backward_templates(self) -> dict[str, str]:
+        """`backward.<metric>` -> template text, empty without a backward block."""
+        if self.backward is None:
+            return {}
+        return {f"backward.{m}": t for m, t in self.backward.templates().items()}
+
     def ast(self, field: str) -> Node:
         """Parsed AST of a total (`flops`) or breakdown item (`breakdown.NAME.flops`)."""
         return self._asts[field]
@@ -150,6 +176,7 @@ class FormulaEntry(BaseModel):
         declared = set(names)
         types = {p.name: p.type for p in self.parameters}
         texts: dict[str, str] = dict(self.templates())
+        texts.update(self.backward_templates())
         for item in self.breakdown:
             for metric, text in item.templates().items():
                 texts[f"breakdown.{item.name}.{metric}"] = text

@@ -11,6 +11,11 @@ For each call (children before parents):
 Relative error is |predicted - measured| / measured (0 when both are 0, None when measured is 0
 and predicted is not, reported as infinite in the report).
 
+Training traces (`trace(..., backward=True)`) also get, per call, a `BackwardResult`: the
+formula's `backward` templates against the measured `backward_inclusive` (same statuses), or, for
+a call without backward templates, its children's predictions plus its own measured backward
+ops (`no_formula`). Recomputed calls (activation checkpointing) get none.
+
 Coverage is the share of measured work explained by formulas: walking down from the roots, a
 call with a formula explains its whole inclusive cost; a call without one leaves its own ops
 unexplained and passes its children on. Reported for flops and for bytes (read + written).
@@ -29,7 +34,8 @@ from formula_db.accuracy import relative_error  # noqa: F401  (re-exported)
 from formula_db.bind import make_roots
 from formula_db.errors import FormulaError
 from formula_db.registry import Registry
-from lm_predictor.results import METRICS, CallResult, Reconciliation, Status
+from lm_predictor.results import (BACKWARD_METRICS, METRICS, BackwardResult, CallResult,
+                                  Reconciliation, Status)
 from tracing.records import CallRecord, Trace
 
 from formula_db.units import COUNTER_METRICS  # noqa: E402
@@ -89,6 +95,9 @@ def reconcile(trace: Trace, registry: Registry, rtol: float = 0.0) -> Reconcilia
         results[call.call_id] = CallResult(call.call_id, call.formula_key, "no_formula", measured,
                                            predicted, rel, uncovered=own)
     calls = [results[c.call_id] for c in trace.calls]
+    backward_totals = None
+    if trace.backward:
+        backward_totals = _reconcile_backward(trace, registry, rtol, results)
     return Reconciliation(
         calls=calls,
         measured_totals=_totals(trace),
@@ -97,7 +106,64 @@ def reconcile(trace: Trace, registry: Registry, rtol: float = 0.0) -> Reconcilia
         peak_activation_bytes=trace.peak_activation_bytes,
         uncovered_classes=dict(Counter(c.class_name for c in trace.calls
                                        if results[c.call_id].status == "no_formula")),
-        uncovered_ops=dict(trace.uncovered_ops))
+        uncovered_ops=dict(trace.uncovered_ops),
+        step_totals=trace.step_totals().as_dict() if trace.backward else None,
+        backward_predicted_totals=backward_totals)
+
+
+def _backward_status(predicted: dict[str, Any], measured: dict[str, int],
+                     rel: dict[str, float | None], rtol: float) -> Status:
+    if all(predicted[m] == measured[m] for m in BACKWARD_METRICS):
+        return "exact"
+    if all(r is not None and r <= rtol for r in rel.values()):
+        return "within_tolerance"
+    return "mismatch"
+
+
+def _reconcile_backward(trace: Trace, registry: Registry, rtol: float,
+                        results: dict[int, CallResult]) -> dict[str, Any]:
+    """Fill `CallResult.backward` for every forward call; returns predicted backward totals."""
+    for call in sorted(trace.calls, key=lambda c: c.call_id, reverse=True):
+        if call.phase == "recompute":
+            continue
+        measured = call.backward_inclusive.as_dict()
+        key = registry.resolve_key(call.formula_key)
+        if key is not None and registry.get(key).backward is not None:
+            error = None
+            try:
+                roots = make_roots(call.attributes, call.inputs, call.kwargs, call.outputs,
+                                   trace.config)
+                params = registry.bind(key, roots)
+                predicted: dict[str, Any] = registry.evaluate_backward(key, params) or {}
+            except FormulaError as exc:
+                predicted, error = {m: None for m in BACKWARD_METRICS}, str(exc)
+            rel = {m: relative_error(predicted[m], measured[m]) for m in BACKWARD_METRICS}
+            status: Status = ("mismatch" if error else
+                              _backward_status(predicted, measured, rel, rtol))
+            results[call.call_id].backward = BackwardResult(status, measured, predicted, rel,
+                                                            error)
+            continue
+        predicted = call.backward_self.as_dict()
+        for child_id in call.children:
+            child = results[child_id].backward
+            if child is None:
+                continue
+            for m in BACKWARD_METRICS:
+                value = child.predicted[m]
+                predicted[m] = None if value is None or predicted[m] is None else predicted[m] + value
+        rel = {m: relative_error(predicted[m], measured[m]) for m in BACKWARD_METRICS}
+        results[call.call_id].backward = BackwardResult("no_formula", measured, predicted, rel)
+    totals: dict[str, Any] = trace.outside_backward.as_dict()
+    for m, v in trace.unattributed.as_dict().items():
+        totals[m] += v
+    for root in trace.roots():
+        result = results[root.call_id].backward
+        if result is None:
+            continue
+        for m in BACKWARD_METRICS:
+            value = result.predicted[m]
+            totals[m] = None if value is None or totals[m] is None else totals[m] + value
+    return totals
 
 
 def _totals(trace: Trace) -> dict[str, int]:

@@ -17,6 +17,7 @@ from typing import Literal
 from formula_db.units import METRICS  # noqa: F401  (re-exported: the one metric vocabulary)
 
 Status = Literal["exact", "within_tolerance", "mismatch", "no_formula"]
+BACKWARD_METRICS: tuple[str, ...] = ("flops", "vector_flops", "bytes_read", "bytes_written")
 
 
 @dataclass
@@ -39,6 +40,20 @@ class RunMeta:
 
 
 @dataclass
+class BackwardResult:
+    """Predicted versus measured backward cost of one call (training traces): measured is the
+    backward of the autograd nodes the call and its children created; a call whose formula has
+    no `backward` block (or no formula) is predicted as its children's predictions plus its own
+    measured backward ops, status `no_formula`."""
+
+    status: Status
+    measured: dict[str, int]
+    predicted: dict[str, int | float | None]
+    rel_error: dict[str, float | None]
+    error: str | None = None
+
+
+@dataclass
 class CallResult:
     """Predicted versus measured for one module call."""
 
@@ -50,6 +65,7 @@ class CallResult:
     rel_error: dict[str, float | None]
     uncovered: dict[str, int] = field(default_factory=dict)  # own ops no formula explains
     error: str | None = None  # why a formula could not be evaluated, if it could not
+    backward: BackwardResult | None = None  # training traces only (not for recomputed calls)
 
 
 @dataclass
@@ -63,3 +79,7 @@ class Reconciliation:
     peak_activation_bytes: int = 0
     uncovered_classes: dict[str, int] = field(default_factory=dict)  # class -> calls
     uncovered_ops: dict[str, int] = field(default_factory=dict)
+    # training traces: tracing.StepTotals.as_dict() (measured/forward/recompute/backward/
+    # unattributed) and the predicted backward totals (roots' predictions + outside backward)
+    step_totals: dict[str, dict[str, int]] | None = None
+    backward_predicted_totals: dict[str, int | float | None] | None = None

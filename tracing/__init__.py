@@ -6,7 +6,10 @@ flop registry, vector FLOPs and bytes from `tracing.optable`), activation memory
 `count_ops(fn, ...)` measures a plain function call. `fvcore_flops_by_module` is an independent
 second FLOP counter. Module map: records (dataclasses), optable (per-op vector/byte table),
 attention (SDPA formula and fence), costs (bind: op -> counters), counter (dispatch mode),
-memory (storage lifetimes), hooks (call recording), timing, trace (the context manager).
+memory (storage lifetimes), hooks (call recording), timing, trace (the context manager),
+backward (training steps: backward ops attributed to modules, SDPA backward kernel choice,
+saved-tensor bytes). `trace(model, backward=True)` records forward + loss + `loss.backward()`;
+`Trace.step_totals()` splits forward / recompute / backward / unattributed.
 
 Example:
     >>> import torch
@@ -18,8 +21,9 @@ Example:
     128
 """
 from .fvcore_counter import fvcore_flops_by_module
-from .records import METRICS, CallRecord, Counters, OpStat, Trace
+from .backward import ATTENTION_BACKWARDS, default_attention_backward
+from .records import METRICS, CallRecord, Counters, OpStat, StepTotals, Trace
 from .trace import count_ops, trace
 
-__all__ = ["METRICS", "CallRecord", "Counters", "OpStat", "Trace", "count_ops", "trace",
-           "fvcore_flops_by_module"]
+__all__ = ["METRICS", "CallRecord", "Counters", "OpStat", "StepTotals", "Trace", "count_ops",
+           "trace", "fvcore_flops_by_module", "ATTENTION_BACKWARDS", "default_attention_backward"]

@@ -92,7 +92,12 @@ def _query_layout(query: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
     wanted = torch.empty_permuted(out.shape, order, dtype=out.dtype, device=out.device)
     if wanted.stride() == out.stride():
         return out
-    return wanted.copy_(out) if out.device.type != "meta" else wanted
+    # on meta the copy is free but keeps the autograd graph (training traces need it)
+    return wanted.copy_(out) if out.device.type != "meta" or out.requires_grad else wanted
+
+
+def _sdpa_in_query_layout(*args: Any, **kwargs: Any) -> torch.Tensor:
+    return _query_layout(args[0], _SDPA(*args, **kwargs))
 
 
 def _qkv_positional(args: tuple, kwargs: dict) -> tuple[tuple, dict]:
@@ -115,9 +120,11 @@ class SdpaFence(TorchFunctionMode):
     """
 
     def __init__(self, pause: Callable[[], None], resume: Callable[[], None],
-                 record: Callable[[Any, tuple, dict, Any], None]) -> None:
+                 record: Callable[[Any, tuple, dict, Any], None],
+                 runner: Callable[[Callable[..., Any], tuple, dict], Any] | None = None) -> None:
         super().__init__()
         self._pause, self._resume, self._record = pause, resume, record
+        self._runner = runner  # training traces: `tracing.backward.SdpaGroups.run`
         self._inside = False
         self._thread: int | None = None
         self._replaced: Any = None
@@ -129,8 +136,10 @@ class SdpaFence(TorchFunctionMode):
         self._inside = True
         self._pause()
         try:
-            out = _SDPA(*args, **kwargs)
-            out = _query_layout(args[0], out)
+            if self._runner is not None:
+                out = self._runner(_sdpa_in_query_layout, args, kwargs)
+            else:
+                out = _sdpa_in_query_layout(*args, **kwargs)
         finally:
             self._inside = False
             self._resume()

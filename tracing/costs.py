@@ -108,6 +108,20 @@ def _gather_read(args: tuple, out: Any) -> int:
     return (_nbytes([indices]) if indices is not None else 0) + _nbytes(tensors_in(out))
 
 
+# Backward ops with an `output_mask` (native_*_norm_backward, convolution_backward) write only the
+# gradients it asks for; some meta kernels allocate the others anyway, which are not counted, so
+# meta and CPU agree.
+def _masked_outputs(func: Any, args: tuple, kwargs: dict, out: Any) -> list[torch.Tensor]:
+    names = [a.name for a in func._schema.arguments]
+    if "output_mask" not in names or not isinstance(out, (tuple, list)):
+        return tensors_in(out)
+    index = names.index("output_mask")
+    mask = args[index] if len(args) > index else kwargs.get("output_mask")
+    if mask is None or len(mask) != len(out):
+        return tensors_in(out)
+    return [t for t, keep in zip(out, mask) if keep and isinstance(t, torch.Tensor)]
+
+
 def measure_op(func: Any, args: tuple, kwargs: dict, out: Any) -> OpCost:
     """Counters and coverage of one executed op (`func` an OpOverload)."""
     name = op_name(func)
@@ -123,7 +137,7 @@ def measure_op(func: Any, args: tuple, kwargs: dict, out: Any) -> OpCost:
     if not moves_nothing:
         counters.bytes_read = (_gather_read(args, out) if name in GATHER_OPS
                                else _nbytes(read_tensors(func, args, kwargs)))
-        counters.bytes_written = _nbytes(tensors_in(out))
+        counters.bytes_written = _nbytes(_masked_outputs(func, args, kwargs, out))
     covered = formula is not None or rule is not None or moves_nothing
     return OpCost(name, counters, covered)
 

@@ -84,7 +84,10 @@ class OpCounter(TorchDispatchMode):
 
 
 @contextmanager
-def counting(counter: OpCounter) -> Iterator[OpCounter]:
-    """Activate `counter` together with the attention fence that feeds it."""
-    with SdpaFence(counter.pause, counter.resume, counter.record), counter:
+def counting(counter: OpCounter,
+             attention_runner: Callable[[Callable[..., Any], tuple, dict], Any] | None = None
+             ) -> Iterator[OpCounter]:
+    """Activate `counter` together with the attention fence that feeds it; `attention_runner`
+    (fn, args, kwargs) runs each fenced SDPA call (`tracing.backward.SdpaGroups.run`)."""
+    with SdpaFence(counter.pause, counter.resume, counter.record, attention_runner), counter:
         yield counter

@@ -17,9 +17,17 @@ Semantics:
   buffers (`has_bias`).
 - on exit, `inclusive` = `self_counters` + the children's `inclusive`.
 
+- phase: 'recompute' for a call made while the autograd engine runs a node (activation
+  checkpointing re-running forward during backward), else 'forward'.
+- training traces (`on_output` given) add the attributes `input_requires_grad` (whether the
+  first tensor argument needs a gradient: a formula's backward computes a grad input or not)
+  and `grad_enabled` (autograd recording: what the forward saves for backward).
+- `on_output(record, args, kwargs, output)`, when given, sees each call's real output before the
+  caller does (`tracing.backward` tags the autograd nodes it reaches).
+
 Limits: modules not registered in the model (created inside forward) and `submodule.forward(x)`
-calls that bypass `__call__` are not recorded; their ops go to the calling module. Backward is
-not attributed.
+calls that bypass `__call__` are not recorded; their ops go to the calling module. Backward ops
+are attributed by `tracing.backward`, not here.
 
 Example:
     >>> import torch
@@ -66,12 +74,14 @@ class CallRecorder:
 
     def __init__(self, model: torch.nn.Module,
                  on_enter: Callable[[CallRecord], None] | None = None,
-                 on_exit: Callable[[CallRecord], None] | None = None) -> None:
+                 on_exit: Callable[[CallRecord], None] | None = None,
+                 on_output: Callable[[CallRecord, tuple, dict, Any], None] | None = None) -> None:
         self.model = model
         self.calls: list[CallRecord] = []
         self._stack: list[CallRecord] = []
         self._paths = {id(m): name for name, m in model.named_modules()}
         self._on_enter, self._on_exit = on_enter, on_exit
+        self._on_output = on_output
         self._handles: list[Any] = []
 
     def current(self) -> CallRecord | None:
@@ -93,7 +103,13 @@ class CallRecorder:
             kwargs={k: describe(v) for k, v in kwargs.items()},
             outputs=None,
             attributes=module_attributes(module, self._paths[id(module)]),
+            phase="recompute" if torch._C._current_autograd_node() is not None else "forward",
         )
+        if self._on_output is not None:
+            first = next((a for a in args if isinstance(a, torch.Tensor)), None)
+            record.attributes["input_requires_grad"] = bool(first is not None
+                                                            and first.requires_grad)
+            record.attributes["grad_enabled"] = torch.is_grad_enabled()
         if parent is not None:
             parent.children.append(record.call_id)
         self.calls.append(record)
@@ -105,6 +121,8 @@ class CallRecorder:
         if not self._stack or self._paths[id(module)] != self._stack[-1].module_path:
             return  # a call that started before the recorder was attached
         record = self._stack[-1]
+        if self._on_output is not None:
+            self._on_output(record, args, kwargs, output)
         if self._on_exit is not None:
             self._on_exit(record)
         self._stack.pop()

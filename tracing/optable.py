@@ -196,6 +196,110 @@ WRITE_ONLY_INPLACE = frozenset(f"aten.{n}" for n in (
     "copy_", "fill_", "zero_", "uniform_", "normal_", "random_", "bernoulli_", "exponential_"))
 
 
+# --- backward ops (training traces, tracing.backward) -------------------------------------------
+# Conventions: an activation's backward (threshold_backward, gelu_backward, ...) is pointwise, 1
+# per element; softmax backward y * (g - sum(g * y)) is 4 per element; a norm's backward is 8
+# per input element for the input gradient, +2 for a weight gradient (multiply, reduce), +1 for a
+# bias gradient (reduce), as its output_mask asks (batch norm with given statistics: 2 + ...);
+# the embedding backward scatter-adds 1 per gradient element; a convolution's bias gradient
+# reduces its grad_output (numel) when asked; a fused attention backward (flash) costs per score
+# the recomputed scale + softmax (6, +1 masked) and 3 for the softmax gradient.
+SOFTMAX_BACKWARD_FLOPS_PER_ELEMENT = 4
+NORM_BACKWARD_FLOPS_PER_ELEMENT = 8
+NORM_GIVEN_STATS_BACKWARD_FLOPS_PER_ELEMENT = 2
+NORM_WEIGHT_GRAD_FLOPS_PER_ELEMENT = 2
+SDPA_BACKWARD_FLOPS_PER_SCORE = 3
+
+
+def _mask(args: tuple, kwargs: dict, index: int) -> tuple[bool, bool, bool]:
+    mask = _arg(args, kwargs, index, "output_mask")
+    return tuple(bool(m) for m in mask) if mask is not None else (True, True, True)  # type: ignore
+
+
+def _norm_backward(numel: int, mask: tuple[bool, bool, bool], per: int) -> int:
+    return numel * ((per if mask[0] else 0) + (NORM_WEIGHT_GRAD_FLOPS_PER_ELEMENT if mask[1] else 0)
+                    + (1 if mask[2] else 0))
+
+
+def layer_norm_backward(args: tuple, kwargs: dict, out: Any) -> int:
+    """native_layer_norm_backward(grad_out, input, normalized_shape, mean, rstd, weight, bias,
+    output_mask); weight/bias gradients only when those tensors exist."""
+    m = _mask(args, kwargs, 7)
+    m = (m[0], m[1] and _affine(args, kwargs, ((5, "weight"),)) > 0,
+         m[2] and _affine(args, kwargs, ((6, "bias"),)) > 0)
+    return _norm_backward(_numel(args[1:2]), m, NORM_BACKWARD_FLOPS_PER_ELEMENT)
+
+
+def group_norm_backward(args: tuple, kwargs: dict, out: Any) -> int:
+    """native_group_norm_backward(grad_out, input, mean, rstd, weight, N, C, HxW, group, mask)."""
+    m = _mask(args, kwargs, 9)
+    m = (m[0], m[1] and _affine(args, kwargs, ((4, "weight"),)) > 0, m[2] and m[1])
+    return _norm_backward(_numel(args[1:2]), m, NORM_BACKWARD_FLOPS_PER_ELEMENT)
+
+
+def batch_norm_backward(args: tuple, kwargs: dict, out: Any) -> int:
+    """native_batch_norm_backward(grad_out, input, weight, running_mean, running_var, save_mean,
+    save_invstd, train, eps, output_mask)."""
+    m = _mask(args, kwargs, 9)
+    has_weight = _affine(args, kwargs, ((2, "weight"),)) > 0
+    m = (m[0], m[1] and has_weight, m[2] and has_weight)
+    train = _arg(args, kwargs, 7, "train")
+    per = (NORM_BACKWARD_FLOPS_PER_ELEMENT if train is not False
+           else NORM_GIVEN_STATS_BACKWARD_FLOPS_PER_ELEMENT)
+    return _norm_backward(_numel(args[1:2]), m, per)
+
+
+def softmax_backward(args: tuple, kwargs: dict, out: Any) -> int:
+    return SOFTMAX_BACKWARD_FLOPS_PER_ELEMENT * _numel(out)
+
+
+def grad_output_numel(args: tuple, kwargs: dict, out: Any) -> int:
+    """embedding_dense_backward(grad_output, indices, ...): one add per gradient element."""
+    return _numel(args[:1])
+
+
+def conv_backward_bias(args: tuple, kwargs: dict, out: Any) -> int:
+    """convolution_backward(grad_output, input, weight, bias_sizes, ..., output_mask)."""
+    mask = _arg(args, kwargs, 10, "output_mask")
+    return _numel(args[:1]) if mask is not None and mask[2] else 0
+
+
+def sdpa_flash_backward(args: tuple, kwargs: dict, out: Any) -> int:
+    """_scaled_dot_product_flash_attention*_backward(grad_out, query, key, value, out,
+    logsumexp, ..., is_causal at 7 (cpu) ...): per score recompute + softmax gradient."""
+    q, k = _first(args[1:2]), _first(args[2:3])
+    if q is None or k is None or q.ndim < 2:
+        return 0
+    scores = prod(q.shape[:-1]) * k.shape[-2]
+    masked = (_arg(args, kwargs, 8, "attn_mask") is not None
+              or bool(_arg(args, kwargs, 7, "is_causal")))
+    return scores * (SDPA_FLOPS_PER_SCORE + int(masked) + SDPA_BACKWARD_FLOPS_PER_SCORE)
+
+
+RULES.update({
+    "layer_norm_backward": layer_norm_backward, "group_norm_backward": group_norm_backward,
+    "batch_norm_backward": batch_norm_backward, "softmax_backward": softmax_backward,
+    "grad_output_numel": grad_output_numel, "conv_backward_bias": conv_backward_bias,
+    "sdpa_flash_backward": sdpa_flash_backward,
+})
+VECTOR_OPS.update({
+    **{f"aten.{n}": "pointwise" for n in (
+        "threshold_backward", "gelu_backward", "silu_backward", "sigmoid_backward",
+        "tanh_backward", "hardtanh_backward", "leaky_relu_backward", "elu_backward",
+        "mish_backward", "softplus_backward", "hardswish_backward", "hardsigmoid_backward",
+        "native_dropout_backward")},
+    "aten._softmax_backward_data": "softmax_backward",
+    "aten._log_softmax_backward_data": "softmax_backward",
+    "aten.native_layer_norm_backward": "layer_norm_backward",
+    "aten.native_group_norm_backward": "group_norm_backward",
+    "aten.native_batch_norm_backward": "batch_norm_backward",
+    "aten.embedding_dense_backward": "grad_output_numel",
+    "aten.convolution_backward": "conv_backward_bias",
+    "aten._scaled_dot_product_flash_attention_for_cpu_backward": "sdpa_flash_backward",
+})
+# --- end of backward ops --------------------------------------------------------------------------
+
+
 def vector_rule(name: str) -> str | None:
     """Rule name for an op, looking up 'aten.add_' as 'aten.add' when it has no entry itself."""
     rule = VECTOR_OPS.get(name)

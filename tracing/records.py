@@ -10,7 +10,15 @@ Semantics:
 - A `CallRecord` is one call of one module. `self_counters` and `ops` hold what ran while this call
   was the innermost active module call; `inclusive` adds the children's `inclusive`.
 - `Trace.outside` holds ops dispatched inside the `with` block but outside any module call
-  (the pseudo-root); `Trace.totals` is the roots' inclusive sum plus `outside`.
+  (the pseudo-root); `Trace.totals` is the roots' inclusive sum plus `outside`: everything run
+  in forward (with activation checkpointing this includes the recomputed calls, `phase ==
+  'recompute'`).
+- Training steps (`trace(..., backward=True)`, see `tracing.backward`): `backward_self` /
+  `backward_ops` hold the backward ops of the autograd nodes this call's forward created,
+  `backward_inclusive` adds the children's. `Trace.outside_backward` is the backward of nodes
+  created outside any call (a loss computed after the model), `Trace.unattributed` that of
+  nodes no call created. `Trace.step_totals()` gives forward, recompute, backward, measured
+  (their sum) and unattributed.
 
 Example:
     >>> c = Counters(flops=2); c.add(Counters(flops=3, bytes_read=8)); c.as_dict()
@@ -89,6 +97,33 @@ class CallRecord:
     peak_activation_bytes: int = 0
     wall_time_s: float | None = None
     children: list[int] = field(default_factory=list)
+    phase: str = "forward"  # 'recompute': re-run by activation checkpointing during backward
+    backward_self: Counters = field(default_factory=Counters)
+    backward_inclusive: Counters = field(default_factory=Counters)
+    backward_ops: dict[str, OpStat] = field(default_factory=dict)
+    saved_bytes: int = 0  # bytes this call (not its children) saved for backward
+
+
+@dataclass
+class StepTotals:
+    """Totals of a traced training step; `measured` = forward + recompute + backward."""
+
+    forward: Counters
+    recompute: Counters
+    backward: Counters
+    unattributed: Counters
+
+    @property
+    def measured(self) -> Counters:
+        total = Counters()
+        for part in (self.forward, self.recompute, self.backward):
+            total.add(part)
+        return total
+
+    def as_dict(self) -> dict[str, dict[str, int]]:
+        return {"measured": self.measured.as_dict(), "forward": self.forward.as_dict(),
+                "recompute": self.recompute.as_dict(), "backward": self.backward.as_dict(),
+                "unattributed": self.unattributed.as_dict()}
 
 
 @dataclass
@@ -104,6 +139,26 @@ class Trace:
     peak_activation_bytes: int = 0
     outside: Counters = field(default_factory=Counters)
     outside_ops: dict[str, OpStat] = field(default_factory=dict)
+    backward: bool = False
+    attention_backward: str | None = None
+    outside_backward: Counters = field(default_factory=Counters)
+    outside_backward_ops: dict[str, OpStat] = field(default_factory=dict)
+    unattributed: Counters = field(default_factory=Counters)
+    unattributed_ops: dict[str, OpStat] = field(default_factory=dict)
+    saved_activation_bytes: int = 0  # bytes saved for backward in forward (tracing.backward)
+
+    def step_totals(self) -> StepTotals:
+        """Forward (first pass, outside ops included), recompute, backward, unattributed."""
+        forward, recompute, backward = Counters(), Counters(), Counters()
+        for root in self.roots():
+            (recompute if root.phase == "recompute" else forward).add(root.inclusive)
+            backward.add(root.backward_inclusive)
+        forward.add(self.outside)
+        backward.add(self.outside_backward)
+        backward.add(self.unattributed)
+        unattributed = Counters()
+        unattributed.add(self.unattributed)
+        return StepTotals(forward, recompute, backward, unattributed)
 
     @property
     def totals(self) -> Counters:

@@ -15,6 +15,15 @@ Semantics:
   with `device_timing=False`.
 - Counting is independent of `torch.no_grad` / `torch.inference_mode` and identical on `meta`
   and CPU for the same shapes (see `tracing.counter`, `tracing.attention`).
+- `backward=True` records a training step: run forward, the loss and `loss.backward()` inside
+  the block; each backward op is charged to the call whose forward created the autograd node
+  being run (`CallRecord.backward_self`, rolled up into `backward_inclusive` on exit), see
+  `tracing.backward`. `attention_backward` ('flash' or 'math'; default
+  `default_attention_backward(device)`) picks the SDPA backward counted, identical on every
+  device. Calls re-run by activation checkpointing during backward get `phase='recompute'`.
+  `Trace.step_totals()` splits forward / recompute / backward / unattributed;
+  `Trace.saved_activation_bytes` (and `CallRecord.saved_bytes`) are the bytes autograd saved
+  for backward (`tracing.backward.SavedTensorMeter`).
 Hooks and modes are removed on exit, also when the forward raises.
 
 Example:
@@ -28,7 +37,7 @@ Example:
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from itertools import chain
 from typing import Any
 
@@ -36,6 +45,8 @@ import torch
 
 from formula_db.meta import flat_tensors
 
+from .backward import (GraphTagger, NodeTags, OUTSIDE, SavedTensorMeter, SdpaGroups,
+                       check_attention_backward, default_attention_backward)
 from .costs import OpCost
 from .counter import OpCounter, counting
 from .hooks import CallRecorder
@@ -52,6 +63,10 @@ def model_config(model: torch.nn.Module) -> dict[str, Any]:
         return {}
     return {k: v for k, v in to_dict().items()
             if v is None or isinstance(v, (bool, int, float, str))}
+
+
+def flat_tensors_of(value: Any) -> list[torch.Tensor]:
+    return [t for t in torch.utils._pytree.tree_flatten(value)[0] if isinstance(t, torch.Tensor)]
 
 
 def _bytes(tensors: Any) -> int:
@@ -71,13 +86,30 @@ def _accumulate(counters: Counters, ops: dict[str, OpStat]) -> Callable[[OpCost]
     return on_op
 
 
+def _roll_up_backward(calls: list[CallRecord]) -> None:
+    for call in reversed(calls):  # children have larger ids than their parent
+        call.backward_inclusive = Counters()
+        call.backward_inclusive.add(call.backward_self)
+        for child in call.children:
+            call.backward_inclusive.add(calls[child].backward_inclusive)
+
+
 @contextmanager
-def trace(model: torch.nn.Module, *, device_timing: bool = True) -> Iterator[Trace]:
-    """Record module calls of `model` run inside the block; yields the `Trace` being filled."""
+def trace(model: torch.nn.Module, *, device_timing: bool = True, backward: bool = False,
+          attention_backward: str | None = None) -> Iterator[Trace]:
+    """Record module calls of `model` run inside the block; yields the `Trace` being filled.
+
+    With `backward=True` the block is a training step (forward, loss, `loss.backward()`) and
+    backward ops are attributed to modules; see the module docstring."""
     result = Trace(config=model_config(model), weight_bytes=_bytes(model.parameters()),
                    buffer_bytes=_bytes(model.buffers()), device=_model_device(model) or "")
-    owned = (k for t in chain(model.parameters(), model.buffers())
-             if (k := storage_key(t)) is not None)
+    if backward:
+        result.backward = True
+        result.attention_backward = check_attention_backward(
+            attention_backward or default_attention_backward(result.device))
+        result.config["attention_backward"] = result.attention_backward  # formulas bind it
+    owned = [k for t in chain(model.parameters(), model.buffers())
+             if (k := storage_key(t)) is not None]
     memory = StorageTracker(exclude=owned)
     timer: CallTimer | None = None
 
@@ -97,13 +129,47 @@ def trace(model: torch.nn.Module, *, device_timing: bool = True) -> Iterator[Tra
             timer.stop(record.call_id)
         record.activation_bytes, record.peak_activation_bytes = memory.exit(record.call_id)
 
-    recorder = CallRecorder(model, on_enter, on_exit)
+    tags = NodeTags()
+
+    def on_output(record: CallRecord, args: tuple, kwargs: dict, output: Any) -> None:
+        if torch.is_grad_enabled():
+            stop = {t.grad_fn for t in flat_tensors_of((args, kwargs)) if t.grad_fn is not None}
+            tags.tag(output, stop, record.call_id)
+
+    recorder = CallRecorder(model, on_enter, on_exit, on_output if backward else None)
+    groups = SdpaGroups(result.attention_backward or "flash",  # type: ignore[arg-type]
+                        recorder.current_id)
     result.calls = recorder.calls
     outside = _accumulate(result.outside, result.outside_ops)
+    outside_backward = _accumulate(result.outside_backward, result.outside_backward_ops)
+    unattributed = _accumulate(result.unattributed, result.unattributed_ops)
+
+    def on_backward_op(node: Any, cost: OpCost) -> None:
+        owner = tags.owner(node)
+        if owner is not None and owner >= 0 and tags.accumulating(node):
+            parent = result.calls[owner].parent_call_id
+            owner = parent if parent is not None else owner
+        if groups.active:  # inside an SDPA node's backward: charge the chosen kernel once
+            charged = groups.charge()
+            if charged is None:
+                return
+            owner, counters = charged
+            cost = OpCost("aten.scaled_dot_product_attention_backward", counters, True)
+        if owner is None:
+            unattributed(cost)
+        elif owner == OUTSIDE:
+            outside_backward(cost)
+        else:
+            call = result.calls[owner]
+            call.backward_self.add(cost.counters)
+            add_op(call.backward_ops, cost.name, cost.counters)
 
     def on_op(cost: OpCost) -> None:
         call = recorder.current()
-        if call is None:
+        node = torch._C._current_autograd_node() if backward else None
+        if node is not None and (call is None or call.phase != "recompute"):
+            on_backward_op(node, cost)
+        elif call is None:
             outside(cost)
         else:
             call.self_counters.add(cost.counters)
@@ -111,10 +177,19 @@ def trace(model: torch.nn.Module, *, device_timing: bool = True) -> Iterator[Tra
         if not cost.covered:
             result.uncovered_ops[cost.name] = result.uncovered_ops.get(cost.name, 0) + 1
 
+    tagger = GraphTagger(tags, recorder.current_id) if backward else nullcontext()
+    saved = SavedTensorMeter(owned, recorder.current_id)
     try:
-        with recorder, counting(OpCounter(on_op, memory, recorder.current_id)):
+        with recorder, tagger, saved.hooks() if backward else nullcontext(), counting(OpCounter(on_op, memory, recorder.current_id),
+                                        groups.run if backward else None):
             yield result
     finally:
+        if backward:
+            _roll_up_backward(result.calls)
+            for call_id, nbytes in saved.by_call.items():
+                if call_id >= 0:
+                    result.calls[call_id].saved_bytes = nbytes
+            result.saved_activation_bytes = saved.total
         if timer is not None:
             for call_id, seconds in timer.results().items():
                 result.calls[call_id].wall_time_s = seconds
