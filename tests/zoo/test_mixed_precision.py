@@ -190,7 +190,7 @@ def test_vit(dtype: str, registry) -> None:
     """ViTModel over pixel_values of the model's dtype: every call exact, and the trace-free
     prediction equals the traced totals (tokens = (image / patch)**2 + 1 = 5 and 17)."""
     from lm_predictor.api import run_trace
-    from lm_predictor.predict import Predictor
+    from lm_predictor.predict.predictor import Predictor
     from lm_predictor.reconcile import reconcile
     from lm_predictor.testing import mismatches
 
