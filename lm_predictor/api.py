@@ -39,17 +39,20 @@ class AnalysisResult:
     cross_check: list[Any] = field(default_factory=list)  # crosscheck.CrossCheckRow with fvcore
     estimates: Any = None  # hardware.roofline.TraceEstimate when analyzed with `hardware`
     kernel_estimates: Any = None  # hardware.kernels.KernelEstimates (kernel model, totals)
+    step_estimate: Any = None  # phase train: hardware.roofline.Estimate of the whole step
 
 
 def analyze(model_id: str, *, batch_size: int = 1, seq_len: int = 128,
-            phase: Literal["prefill", "decode"] = "prefill", kv_len: int = 0,
+            phase: Literal["prefill", "decode", "train"] = "prefill", kv_len: int = 0,
             dtype: str = "float32", device: str = "meta", rtol: float = 0.0,
             counter: Literal["dispatch", "fvcore"] = "dispatch",
             db: str | os.PathLike[str] | None = "", registry: Registry | None = None,
             formulas: str | None = None, progress: Progress | None = None,
             fill_gaps: bool = False, hardware: str | None = None,
             kernels: Literal["eager", "fused"] | None = None,
-            logits: Literal["last", "all"] | None = None) -> AnalysisResult:
+            logits: Literal["last", "all"] | None = None,
+            attention_backward: Literal["flash", "math"] | None = None,
+            checkpointing: bool = False) -> AnalysisResult:
     """Trace, reconcile and (unless `db is None`) store one run. `db=""` uses the default file.
 
     `fill_gaps` runs the formula agent for every class without a formula, deepest first, and
@@ -58,11 +61,15 @@ def analyze(model_id: str, *, batch_size: int = 1, seq_len: int = 128,
     (`estimates`), stored with the run, under a kernel model (`kernels`: `eager`, what the
     trace measures, or `fused`, FlashAttention-style attention, fused norms and activations, KV
     appended in place; default: fused on accelerators, eager on CPUs) and `logits` (`last`:
-    generation prefill keeps the last position's logits, fused's default; `all`)."""
+    generation prefill keeps the last position's logits, fused's default; `all`).
+    `phase="train"` traces one training step (forward with labels, loss, backward; every
+    backward op attributed to the module whose forward produced it) with `attention_backward`
+    (flash by default, as CPUs and GPUs run it; math) and optional activation `checkpointing`."""
     say = progress or (lambda _msg: None)
     spec = RunSpec(model_id, batch_size=batch_size, seq_len=seq_len, phase=phase, kv_len=kv_len,
                    dtype=dtype, device=device, rtol=rtol,
-                   counter="dispatch+fvcore" if counter == "fvcore" else "dispatch")
+                   counter="dispatch+fvcore" if counter == "fvcore" else "dispatch",
+                   attention_backward=attention_backward, checkpointing=checkpointing)
     target = None
     if hardware:
         from hardware.catalog import load_catalog
@@ -85,8 +92,15 @@ def analyze(model_id: str, *, batch_size: int = 1, seq_len: int = 128,
         filled = run_fill_gaps(out.trace, registry, db=db, model_id=model_id, progress=say)
         notes += filled.notes
         out = rereconcile(out, filled.registry)
-    estimates = kernel_estimates = None
-    if target is not None:
+    estimates = kernel_estimates = step_estimate = None
+    if target is not None and phase == "train":
+        from hardware.roofline import estimate_totals
+
+        say(f"estimating the training step on {target.name}")
+        step = out.trace.step_totals().measured
+        step_estimate = estimate_totals(step.flops, step.vector_flops, step.bytes_read,
+                                        step.bytes_written, target, dtype)
+    elif target is not None:
         from hardware.kernels import estimate_kernels
 
         say(f"estimating time on {target.name}")
@@ -98,7 +112,7 @@ def analyze(model_id: str, *, batch_size: int = 1, seq_len: int = 128,
         run_id = store_run(out, db or None, estimates.rows() if estimates else None)
     assert out.recon is not None
     return AnalysisResult(run_id, out.meta, out.trace, out.recon, out.formulas, "; ".join(notes),
-                          cross, estimates, kernel_estimates)
+                          cross, estimates, kernel_estimates, step_estimate)
 
 
 def connect(db: str | os.PathLike[str] | None = None) -> Any:

@@ -26,7 +26,7 @@ class RunMeta:
 
     model_id: str
     config_hash: str
-    phase: Literal["prefill", "decode"]
+    phase: Literal["prefill", "decode", "train"]
     batch_size: int
     seq_len: int
     kv_len: int

@@ -38,7 +38,7 @@ from lm_predictor.version import __version__
 from tracing import Trace, trace
 
 Progress = Callable[[str], None]
-Phase = Literal["prefill", "decode"]
+Phase = Literal["prefill", "decode", "train"]
 
 
 def torch_dtype(name: str) -> torch.dtype:
@@ -84,6 +84,8 @@ class RunSpec:
     device: str = "meta"
     rtol: float = 0.0
     counter: str = "dispatch"
+    attention_backward: str | None = None  # train: "flash" | "math" (None: what devices run)
+    checkpointing: bool = False  # train: activation checkpointing (the recompute is counted)
 
     @property
     def new_tokens(self) -> int:
@@ -173,13 +175,23 @@ def trace_run(spec: RunSpec, registry: Registry | None, *, config: Any = None,
         model = build_model(config, device=spec.device, dtype=dtype)
     # no attention_mask on any device: an all-ones mask changes nothing but would make the
     # counted ops (mask construction, masked softmax) differ between meta and real devices
+    train = spec.phase == "train"
+    if train and spec.kv_len:
+        raise ModelError("--phase train runs a whole sequence (no KV cache); drop --kv-len")
     inputs = build_inputs(model, config, batch_size=spec.batch_size, seq_len=spec.seq_len,
-                          phase=spec.phase, kv_len=spec.kv_len, device=spec.device,
-                          attention_mask=False)
+                          phase="prefill" if train else spec.phase, kv_len=spec.kv_len,
+                          device=spec.device, attention_mask=False)
     limit = getattr(config.get_text_config(), "max_position_embeddings", None)
-    say("tracing one forward pass")
+    say("tracing one training step (forward, loss, backward)" if train else
+        "tracing one forward pass")
     try:
-        t = forward_traced(model, inputs)
+        if train:
+            from tracing.train import trace_training_step
+
+            t = trace_training_step(model, inputs, attention_backward=spec.attention_backward,
+                                    checkpointing=spec.checkpointing)
+        else:
+            t = forward_traced(model, inputs)
     except (RuntimeError, IndexError, ValueError, TypeError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         hint = (f"; the model accepts at most {limit} positions"

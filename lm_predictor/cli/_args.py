@@ -55,6 +55,17 @@ def int_list(text: str) -> list[int]:
     return values
 
 
+def positive_float(text: str) -> float:
+    """A finite number > 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number > 0, got {text!r}") from None
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a finite number > 0, got {text!r}")
+    return value
+
+
 def tolerance(text: str) -> float:
     """A finite relative tolerance >= 0."""
     try:
@@ -110,8 +121,9 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seq-len", "--seq_len", dest="seq_len", type=positive_int, default=None,
                    help="prompt tokens in prefill (default 128); decode processes one token, so "
                         "--seq-len is refused there")
-    p.add_argument("--phase", choices=("prefill", "decode"), default="prefill",
-                   help="decode traces one new token against a KV cache of --kv-len tokens")
+    p.add_argument("--phase", choices=("prefill", "decode", "train"), default="prefill",
+                   help="decode traces one new token against a KV cache of --kv-len tokens; "
+                        "train traces one training step (forward with labels, loss, backward)")
     p.add_argument("--kv-len", "--kv_len", dest="kv_len", type=non_negative_int, default=0)
     add_dtype_arg(p)
     p.add_argument("--device", type=device_name, default="meta",

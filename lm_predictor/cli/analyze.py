@@ -14,7 +14,7 @@ import json
 import sys
 
 from lm_predictor.cli._args import (add_db_arg, add_formulas_arg, add_model_args, output_file,
-                                    positive_int, tolerance)
+                                    positive_float, positive_int, tolerance)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -36,6 +36,18 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--hardware", metavar="NAME",
                    help="add roofline time estimates per call on this device (lm-predictor "
                         "hardware list), stored in the estimates table")
+    p.add_argument("--attention-backward", choices=("flash", "math"),
+                   help="--phase train: which SDPA backward to count (default flash, what CPUs "
+                        "and GPUs run; math: 2x forward instead of 2.5x)")
+    p.add_argument("--checkpointing", action="store_true",
+                   help="--phase train: activation checkpointing (the recomputed forward is "
+                        "counted)")
+    timing = p.add_mutually_exclusive_group()
+    timing.add_argument("--step-time", type=positive_float, metavar="SECONDS",
+                        help="--phase train with --hardware: your measured step time, for MFU "
+                             "(PaLM definition) and utilisation from the measured FLOPs")
+    timing.add_argument("--tokens-per-s", type=positive_float, metavar="N",
+                        help="like --step-time, as a token rate")
     p.add_argument("--kernels", choices=("eager", "fused"),
                    help="kernel model of the time estimate: eager (the unfused ops the trace "
                         "measures) or fused (FlashAttention, fused norms/activations/rotary, KV "
@@ -62,6 +74,14 @@ def cmd_analyze(args: argparse.Namespace) -> int:
         raise UsageError("--seq-len is not used with --phase decode (one new token per step); "
                          "drop it, or use --phase prefill with --kv-len for a chunked prefill")
     args.seq_len = args.seq_len or 128
+    train_only = [f for f, v in (("--attention-backward", args.attention_backward),
+                                 ("--checkpointing", args.checkpointing),
+                                 ("--step-time", args.step_time),
+                                 ("--tokens-per-s", args.tokens_per_s)) if v]
+    if train_only and args.phase != "train":
+        raise UsageError(f"{', '.join(train_only)} only apply to --phase train")
+    if (args.step_time or args.tokens_per_s) and not args.hardware:
+        raise UsageError("MFU needs the device's peak: add --hardware NAME")
     if (args.kernels or args.logits) and not args.hardware:
         raise UsageError("--kernels and --logits shape the time estimate: add --hardware NAME")
     if args.plot and not args.hardware:
@@ -84,11 +104,29 @@ def cmd_analyze(args: argparse.Namespace) -> int:
                          counter=args.counter, formulas=args.formulas,
                          fill_gaps=args.fill_gaps, hardware=args.hardware,
                          kernels=args.kernels, logits=args.logits,
+                         attention_backward=args.attention_backward,
+                         checkpointing=args.checkpointing,
                          progress=status.update)
     if result.note:
         err.print(result.note)
+    training = None
+    if args.phase == "train":
+        from hardware.catalog import load_catalog
+        from lm_predictor.training import step_summary
+
+        device = load_catalog().get(args.hardware) if args.hardware else None
+        training = step_summary(result, step_time_s=args.step_time,
+                                tokens_per_s=args.tokens_per_s, device=device)
     if args.json:
         out = summary(result.run_id, result.meta, result.trace, result.recon)
+        if training is not None:
+            out["training"] = training
+            out["totals"]["forward"] = training["totals"]["forward"]
+            out["totals"]["backward"] = training["totals"]["backward"]
+            out["totals"]["recompute"] = training["totals"]["recompute"]
+            out["totals"]["measured_forward_only"] = out["totals"]["measured"]
+            out["totals"]["measured"] = training["totals"]["measured"]
+            out["unattributed"] = training["totals"]["unattributed"]
         if result.cross_check:
             out["fvcore"] = [{"module_path": r.module_path, "dispatch_flops": r.dispatch_flops,
                               "fvcore_flops": r.fvcore_flops} for r in result.cross_check]
@@ -100,6 +138,10 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     else:
         console = Console()
         render(result.meta, result.trace, result.recon, console, result.run_id, args.top)
+        if training is not None:
+            from lm_predictor.training import render_step
+
+            render_step(training, console)
         if result.cross_check:
             render_cross_check(result.cross_check, console, args.top)
         if result.estimates is not None:

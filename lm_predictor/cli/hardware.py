@@ -139,6 +139,19 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="activation bit width (default: the dtype's)")
     p.add_argument("--kv-bits", "--kv_bits", dest="kv_bits", type=bits, default=None,
                    help="KV-cache bit width (default: the dtype's)")
+    p.add_argument("--train", action="store_true",
+                   help="training memory: weights, gradients, optimizer states (ZeRO-sharded) "
+                        "and activations saved for backward (traced), instead of inference")
+    p.add_argument("--optimizer", choices=("adam", "adamw", "sgd", "adafactor"), default="adamw")
+    p.add_argument("--precision", choices=("mixed", "fp32"), default="mixed",
+                   help="--train: mixed = bf16 weights and grads + fp32 master weights and "
+                        "states (16 bytes/parameter with Adam); fp32 = everything fp32")
+    p.add_argument("--zero", type=int, choices=(0, 1, 2, 3), default=0,
+                   help="--train: ZeRO stage (1 shards optimizer states, 2 also gradients, 3 "
+                        "also weights) over --data-parallel ranks")
+    p.add_argument("--data-parallel", type=positive_int, default=1, metavar="N")
+    p.add_argument("--checkpointing", action="store_true",
+                   help="--train: activation checkpointing (fewer saved activations)")
     p.add_argument("--usable", type=fraction, default=1.0,
                    help="usable share of the capacity (e.g. 0.9 for runtime overheads)")
     common(p)
@@ -355,6 +368,14 @@ def run_memory(args: argparse.Namespace) -> int:
     check_model_id(args.model_id)
     device = _catalog(args).get(args.hardware)
     resolved = resolve_config(args.model_id, hf_token=settings.hf_token())
+    if args.train:
+        return _train_memory(args, resolved, device)
+    train_only = [f for f, v in (("--zero", args.zero), ("--data-parallel", args.data_parallel > 1),
+                                 ("--checkpointing", args.checkpointing)) if v]
+    if train_only:
+        from lm_predictor.errors import UsageError
+
+        raise UsageError(f"{', '.join(train_only)} only apply with --train")
     dtype_name = args.dtype or _config_dtype(resolved.config)
     kernels = args.kernels or kernel_default(device.kind)
     source = TracedMemory(resolved.config, torch_dtype(dtype_name), kernels, args.logits)
@@ -396,3 +417,50 @@ def _config_dtype(config: object) -> str:
         if value in MODEL_DTYPES:
             return value
     return "bfloat16"
+
+
+def _train_memory(args: argparse.Namespace, resolved: Any, device: Any) -> int:
+    """Training memory per device: ZeRO arithmetic over the model's parameters plus the bytes a
+    traced training step saves for backward (activations), at --batch-size x --seq-len."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from hardware.training_memory import training_memory
+    from lm_predictor.models.build import build_model
+    from lm_predictor.models.memory import saved_activation_bytes
+    from lm_predictor.run import torch_dtype
+
+    if args.kv_len:
+        from lm_predictor.errors import UsageError
+
+        raise UsageError("--kv-len does not apply with --train (a training step has no cache)")
+    dtype = torch_dtype("bfloat16" if args.precision == "mixed" else "float32")
+    model = build_model(resolved.config, device="meta", dtype=dtype)
+    shapes = [tuple(p.shape) for p in model.parameters()]
+    parameters = sum(p.numel() for p in model.parameters())
+    del model
+    activations = saved_activation_bytes(resolved.config, dtype, batch_size=args.batch_size,
+                                         seq_len=args.seq_len, checkpointing=args.checkpointing)
+    mem = training_memory(parameters, optimizer=args.optimizer, precision=args.precision,
+                          zero_stage=args.zero, data_parallel=args.data_parallel,
+                          activation_bytes=activations, parameter_shapes=shapes)
+    usable = int(device.capacity_bytes * args.usable)
+    out = {"model_id": resolved.model_id, "hardware": device.name, "batch_size": args.batch_size,
+           "seq_len": args.seq_len, "checkpointing": args.checkpointing, **mem.as_dict(),
+           "capacity_bytes": device.capacity_bytes, "usable_bytes": usable,
+           "fits": mem.total_bytes <= usable}
+    if args.json:
+        print(json.dumps(out, indent=2))
+        return 0
+    table = Table(title=f"training {resolved.model_id} on {device.name}: {args.optimizer}, "
+                        f"{args.precision} precision, ZeRO-{args.zero} over {args.data_parallel} "
+                        f"rank(s), batch {args.batch_size} x {args.seq_len} tokens per device")
+    table.add_column("part (per device)")
+    table.add_column("GB (1e9 bytes)", justify="right")
+    for name in ("weights_bytes", "gradient_bytes", "optimizer_bytes", "activation_bytes",
+                 "total_bytes"):
+        table.add_row(name.removesuffix("_bytes"), f"{out[name] / 1e9:.3f}")
+    console = Console()
+    console.print(table)
+    console.print(f"{'fits' if out['fits'] else 'does NOT fit'} in {usable / 1e9:.3g} GB usable")
+    return 0

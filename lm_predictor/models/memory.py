@@ -211,3 +211,33 @@ def memory_estimate(config: Any, *, batch_size: int, seq_len: int, kv_len: int =
     """One breakdown (for `lm_predictor.models.estimate_memory`): weights, KV cache and traced
     activations of a pass; `eager` by default (what `analyze` traces)."""
     return TracedMemory(config, dtype, kernels).breakdown(batch_size, seq_len, kv_len)
+
+
+def saved_activation_bytes(config: Any, dtype: Any, *, batch_size: int, seq_len: int,
+                           checkpointing: bool = False) -> int:
+    """Bytes autograd saves for backward in one training step (saved-tensor hooks on a meta
+    trace), for the full depth: measured on copies of the model with 1 and 2 layers and
+    extrapolated linearly (layers are identical, so per-layer saved bytes are constant), or
+    traced at full depth when the model has at most 2 layers."""
+    import torch
+
+    from lm_predictor.models.build import build_model
+    from lm_predictor.models.inputs import build_inputs
+    from tracing.train import trace_training_step
+
+    text = config.get_text_config() if hasattr(config, "get_text_config") else config
+    layers = next((getattr(text, k) for k in ("num_hidden_layers", "n_layer", "num_layers")
+                   if isinstance(getattr(text, k, None), int)), None)
+
+    def saved(cfg: Any) -> int:
+        model = build_model(cfg, device="meta", dtype=dtype)
+        inputs = build_inputs(model, cfg, batch_size=batch_size, seq_len=seq_len,
+                              device="meta", attention_mask=False)
+        t = trace_training_step(model, inputs, checkpointing=checkpointing,
+                                device_timing=False)
+        return int(t.saved_activation_bytes)
+
+    if layers is None or layers <= 2:
+        return saved(config)
+    one, two = saved(_truncated(config, 1)), saved(_truncated(config, 2))
+    return one + (two - one) * (layers - 1)
