@@ -195,16 +195,19 @@ def cover_model(config: Any, registry: Registry | None = None, *, store: bool = 
     work = registry
     outcomes: list[ClassOutcome] = []
     accepted: list[FormulaEntry] = []
+    preferred: dict[str, int] = {}
     traced = sorted({c.class_name for c in trace0.calls})
     model_type = str(getattr(config, "model_type", "") or "")
     for key, name in uncovered_classes(trace0, registry):
         outcome = ClassOutcome(key, name, "none")
         entry: FormulaEntry | None = None
         if transfer:
-            result = Transferrer(samples, work, traced).transfer(key, name)
+            result = Transferrer(samples, work, traced, preferred).transfer(key, name)
             outcome.tried = result.tried
-            if result.entry is not None:
+            if result.entry is not None and result.source_key:
                 entry = result.entry
+                src_module = work.get(result.source_key).full_class_name.rpartition(".")[0]
+                preferred[src_module] = preferred.get(src_module, 0) + 1
                 outcome.source, outcome.transferred_from = "transferred", result.source_key
         if entry is None and derive:
             result_d = Deriver(samples, work, model_type).derive(key, name)

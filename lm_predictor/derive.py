@@ -22,8 +22,9 @@ The model is traced on `meta` at a grid of shapes (`FIT_POINTS`) plus held-out s
    reason (piecewise behaviour such as a sliding window or data-dependent routing shows up here).
 
 Derived entries hold for the config they were traced with: config values are baked into the
-coefficients, and a guard parameter (`holds_for_config`) refuses to bind for any other config
-with a one-line reason. They also hold only for prefill and single-token decode: binding a call
+coefficients, and a guard parameter (`holds_for_config`) refuses to bind for any other config,
+or for activations of another size than traced (`s`, e.g. bf16 after a float32 trace), with a
+one-line reason. They also hold only for prefill and single-token decode: binding a call
 with both seq_len > 1 and kv_len > 0 (chunked prefill) fails with the reason.
 """
 from __future__ import annotations
@@ -114,13 +115,15 @@ def instances(trace: Trace, key: str) -> dict[InstanceId, CallRecord]:
 
 
 def child_slots(trace: Trace, call: CallRecord) -> dict[InstanceId, CallRecord]:
-    """Children of `call` by (module path, occurrence under this parent)."""
+    """Children of `call` by (module path relative to the parent's, occurrence under it)."""
     seen: dict[str, int] = {}
     out: dict[InstanceId, CallRecord] = {}
+    prefix = call.module_path + "." if call.module_path else ""
     for child in trace.children(call):
-        n = seen.get(child.module_path, 0)
-        seen[child.module_path] = n + 1
-        out[(child.module_path, n)] = child
+        rel = child.module_path.removeprefix(prefix)
+        n = seen.get(rel, 0)
+        seen[rel] = n + 1
+        out[(rel, n)] = child
     return out
 
 
@@ -251,6 +254,10 @@ def poly_text(poly: Mapping[Monomial, Fraction]) -> str:
     return f"({text}) // {den}" if den != 1 else text
 
 
+def _poly_at(poly: Mapping[Monomial, Fraction], values: Mapping[str, int]) -> Fraction:
+    return sum((c * mono_value(m, values) for m, c in poly.items()), Fraction(0))
+
+
 def _gcd(a: int, b: int) -> int:
     while b:
         a, b = b, a % b
@@ -277,8 +284,12 @@ def fit_regimes(shape: Shape, data: list[tuple[dict[str, int], int]]) -> str | N
         names_pre = [n for n in shape.names if n != "kv_len"]
         names_dec = [n for n in shape.names if n != "seq_len"]
         p = fit_poly(pre, names_pre) if pre else {}
+        if p is None:
+            return None
+        if p and all(_poly_at(p, v) == t for v, t in dec):  # one form serves both regimes
+            return poly_text(p)
         d = fit_poly(dec, names_dec) if dec else {}
-        if p is None or d is None:
+        if d is None:
             return None
         pt, dt = poly_text(p), poly_text(d)
         return pt if pt == dt else f"(${{kv_len}} > 0 ? {dt} : {pt})"
@@ -331,7 +342,28 @@ def _literal(v: Any) -> str:
     return str(v)
 
 
-def guard_bind(config: Mapping[str, Any], model_type: str) -> str:
+def itemsize_bind(call: CallRecord) -> tuple[str | None, int]:
+    """(bind text, value) of the activations' bytes per element: the first floating tensor
+    among the call's arguments or outputs; (None, 4) when there is none."""
+    def find(desc: Any, expr: str, depth: int) -> tuple[str, int] | None:
+        if isinstance(desc, TensorMeta) and desc.dtype.startswith(("float", "bfloat")):
+            return f"itemsize({expr})", desc.itemsize
+        if isinstance(desc, tuple) and depth < 2:
+            for j, v in enumerate(desc):
+                if (hit := find(v, f"{expr}[{j}]", depth + 1)) is not None:
+                    return hit
+        return None
+
+    for name, value in call.kwargs.items():
+        if _IDENT.match(name) and (hit := find(value, f"kwargs.{name}", 0)):
+            return hit
+    for i, value in enumerate(call.inputs):
+        if (hit := find(value, f"input[{i}]", 0)):
+            return hit
+    return find(call.outputs, "output", 0) or (None, 4)
+
+
+def guard_bind(config: Mapping[str, Any], model_type: str, itemsize: int) -> str:
     values = guard_values(config)
     reason = (f"'entry derived for the {model_type} config {config_hash(values)}; run "
               f"lm-predictor analyze on this config to derive it again'")
@@ -344,7 +376,8 @@ def guard_bind(config: Mapping[str, Any], model_type: str) -> str:
             conds.pop()
             break
     body = " and ".join(conds) or "true"
-    return f"({body}) ? 1 : {reason}"
+    return (f"${{s}} != {itemsize} ? 'entry derived for {itemsize}-byte activations; run "
+            f"lm-predictor analyze with this dtype to derive it again' : (({body}) ? 1 : {reason})")
 
 
 def _domain_bind(shape: Shape) -> str | None:
@@ -559,8 +592,12 @@ class Deriver:
             params.append({"name": "in_domain", "type": "int", "default": 1, "bind": domain,
                            "description": "refuses shapes outside prefill / one-token decode"})
         guard = guard_values(self.config)
+        s_bind, itemsize = itemsize_bind(calls[0][1])
+        params.append({"name": "s", "type": "int", "default": itemsize, "bind": s_bind,
+                       "description": "bytes per element of the activations (only the traced "
+                                      "size is valid)"})
         params.append({"name": GUARD, "type": "int", "default": 1,
-                       "bind": guard_bind(self.config, self.model_type),
+                       "bind": guard_bind(self.config, self.model_type, itemsize),
                        "description": "refuses configs other than the one derived for"})
         deps = sorted({ck for ck, _ in nested})
         try:

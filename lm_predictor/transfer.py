@@ -96,9 +96,10 @@ class Transferrer:
     """Finds and verifies transfer candidates for the uncovered classes of one model."""
 
     def __init__(self, samples: list[Sample], registry: Registry,
-                 traced_classes: list[str]) -> None:
+                 traced_classes: list[str], preferred: dict[str, int] | None = None) -> None:
         self.samples = samples
         self.registry = registry
+        self.preferred = dict(preferred or {})  # source module -> entries already adopted
         known = [e.full_class_name for k in registry.keys()
                  if (e := registry.find(k)) is not None and e.kind == "module"]
         self.source_families = families_of(known)
@@ -112,8 +113,16 @@ class Transferrer:
         if target is None:
             return []
         suffix = target.suffix(name)
+        wanted = {target.suffix(n) for n in target.classes}
+
+        def rank(fam: Family) -> tuple[int, int, int, str]:
+            # a family transfers together: prefer the module already adopted from, then the one
+            # sharing most class suffixes with the target, then the smallest, then by name
+            overlap = len(wanted & {fam.suffix(n) for n in fam.classes})
+            return (-self.preferred.get(fam.module, 0), -overlap, len(fam.classes), fam.module)
+
         out: list[FormulaEntry] = []
-        for fam in self.source_families.values():
+        for fam in sorted(self.source_families.values(), key=rank):
             if fam.module == module:
                 continue
             for cname in fam.classes:
