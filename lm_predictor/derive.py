@@ -380,11 +380,23 @@ def guard_bind(config: Mapping[str, Any], model_type: str, itemsize: int) -> str
             f"lm-predictor analyze with this dtype to derive it again' : (({body}) ? 1 : {reason})")
 
 
-def _domain_bind(shape: Shape) -> str | None:
+_WINDOW = re.compile(r"(sliding_window|attention_window|attention_chunk_size|window_size)$")
+
+
+def _domain_bind(shape: Shape, config: Mapping[str, Any]) -> str | None:
+    """Bind text refusing shapes the samples cannot vouch for: chunked prefill, and lengths past
+    a sliding window / attention chunk of the config (piecewise beyond it)."""
+    conds: list[str] = []
     if "kv_len" in shape.names and "seq_len" in shape.names:
-        return ("${kv_len} > 0 and ${seq_len} > 1 ? 'derived entries model prefill and one-token "
-                "decode, not chunked prefill (seq_len > 1 with a filled cache)' : 1")
-    return None
+        conds.append("${kv_len} > 0 and ${seq_len} > 1 ? 'derived entries model prefill and "
+                     "one-token decode, not chunked prefill (seq_len > 1 with a filled cache)'")
+    if "seq_len" in shape.names:
+        length = "${seq_len} + ${kv_len}" if "kv_len" in shape.names else "${seq_len}"
+        for k, v in sorted(config.items()):
+            if _WINDOW.search(k) and isinstance(v, int) and not isinstance(v, bool) and v > 0:
+                conds.append(f"{length} > {v} ? 'entry derived below {k}={v} tokens; longer "
+                             f"sequences are not modelled'")
+    return " : ".join(conds) + " : 1" if conds else None
 
 
 class Deriver:
@@ -587,7 +599,7 @@ class Deriver:
                 templates[m] = calls_text if own == "0" else f"{calls_text} + {own}"
         params = [{"name": n, "type": "int", "description": f"{n} (bound from the call)",
                    "bind": b} for n, b in zip(shape.names, shape.binds)]
-        domain = _domain_bind(shape)
+        domain = _domain_bind(shape, self.config)
         if domain:
             params.append({"name": "in_domain", "type": "int", "default": 1, "bind": domain,
                            "description": "refuses shapes outside prefill / one-token decode"})

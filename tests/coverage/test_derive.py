@@ -90,3 +90,18 @@ def test_derived_entry_refuses_another_config_and_chunked_prefill(olmo) -> None:
     with pytest.raises(FormulaError, match="chunked prefill"):
         reg.bind(key, make_roots(ccall.attributes, ccall.inputs, ccall.kwargs, ccall.outputs,
                                  chunked.config))
+
+
+def test_derived_entry_refuses_lengths_past_the_sliding_window() -> None:
+    config, samples = traced("Starcoder2Config", sliding_window=32)
+    registry = Registry.default(include_user=False)
+    report = cover_model(config, registry, store=False, transfer=False, samples=samples)
+    assert report.count("none") == 0, report.lines()  # every sample is inside the window
+    from lm_predictor.derive import with_entries
+    reg = with_entries(registry, report.entries)
+    inside = reconcile(trace_config(config, 1, 30), reg)
+    assert all(r.status == "exact" for r in inside.calls)
+    past = reconcile(trace_config(config, 1, 40), reg)
+    errors = [r.error for r in past.calls if r.error]
+    assert errors and all("sliding_window=32" in e for e in errors)
+    assert past.coverage["flops"] < 1.0
