@@ -23,7 +23,7 @@ Example:
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -93,14 +93,22 @@ class CoverageReport:
     def count(self, source: str) -> int:
         return sum(1 for o in self.outcomes if o.source == source)
 
+    def as_dict(self) -> dict[str, Any]:
+        """Plain data for JSON output (entries by key and source)."""
+        return {"model_type": self.model_type, "config_hash": self.config_hash,
+                "outcomes": [asdict(o) for o in self.outcomes],
+                "before": asdict(self.before), "after": asdict(self.after),
+                "entries": {e.key: e.validation.source for e in self.entries},
+                "stored_in": str(self.stored_in) if self.stored_in else None}
+
     def lines(self) -> list[str]:
         """A short human-readable summary."""
         out = [f"{self.model_type}: {len(self.outcomes)} uncovered classes -> "
                f"{self.count('transferred')} transferred, {self.count('derived')} derived, "
                f"{self.count('none')} still uncovered"]
         for label, s in (("before", self.before), ("after", self.after)):
-            shares = ", ".join(f"{k} {s.flops_by_source.get(k, 0):.0%}/"
-                               f"{s.bytes_by_source.get(k, 0):.0%}" for k in SOURCES
+            shares = ", ".join(f"{k} {s.flops_by_source.get(k, 0):.1%}/"
+                               f"{s.bytes_by_source.get(k, 0):.1%}" for k in SOURCES
                                if s.flops_by_source.get(k) or s.bytes_by_source.get(k))
             out.append(f"  {label}: flops/bytes by source: {shares}; exact calls "
                        f"{s.exact_calls}/{s.calls}")
