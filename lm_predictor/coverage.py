@@ -27,15 +27,17 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from formula_db.errors import FormulaError
 from formula_db.registry import Registry, user_db_path
 from formula_db.store import save_entries
 from formula_db.schema import FormulaEntry
 from lm_predictor.derive import (FIT_POINTS, HELD_OUT_POINTS, Deriver, Point, Sample,
-                                 config_hash, guard_values, sample_traces, with_entries)
+                                 config_hash, guard_values, roots_of, sample_traces,
+                                 with_entries)
 from lm_predictor.reconcile import reconcile
 from lm_predictor.results import Reconciliation
 from lm_predictor.transfer import Transferrer
-from tracing.records import Trace
+from tracing.records import CallRecord, Trace
 
 SOURCES = ("builtin", "transferred", "derived", "agent", "user", "none")
 
@@ -179,11 +181,25 @@ def _summary_over(samples: list[Sample], registry: Registry) -> CoverageSummary:
     return first
 
 
+def _stale_derived(call: CallRecord, config: dict[str, Any], registry: Registry) -> bool:
+    """A derived entry that does not bind on this call (derived for another config or dtype)."""
+    entry = registry.find(call.formula_key)
+    if entry is None or entry.validation.source != "derived":
+        return False
+    try:
+        registry.bind(entry.key, roots_of(call, config))
+    except FormulaError:
+        return True
+    return False
+
+
 def uncovered_classes(trace: Trace, registry: Registry) -> list[tuple[str, str]]:
-    """(key, dotted class name) of classes without an entry, deepest first."""
+    """(key, dotted class name) of classes without an entry, or with a derived entry that does
+    not hold for this model (another config or dtype), deepest first."""
     depth: dict[str, tuple[int, str]] = {}
     for call in trace.calls:
-        if registry.resolve_key(call.formula_key) is None:
+        if registry.resolve_key(call.formula_key) is None or \
+                _stale_derived(call, trace.config, registry):
             d = depth.get(call.formula_key, (-1, call.class_name))[0]
             depth[call.formula_key] = (max(d, call.depth), call.class_name)
     return [(k, name) for k, (d, name) in sorted(depth.items(), key=lambda kv: (-kv[1][0], kv[0]))]

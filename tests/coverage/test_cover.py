@@ -66,3 +66,21 @@ def test_predict_refuses_a_dtype_the_entries_were_not_derived_for(olmo, tmp_path
     assert Predictor.for_config(config, registry=registry).point(2, 3)["flops"] > 0
     with pytest.raises(FormulaError, match="4-byte activations"):
         Predictor.for_config(config, registry=registry, dtype="bfloat16")
+
+
+def test_a_second_config_re_derives_its_entries(olmo, tmp_path) -> None:
+    from lm_predictor.derive import sample_traces
+
+    config, samples = olmo
+    path = tmp_path / "formulas.json"
+    first = cover_model(config, Registry.default(path), user_path=path, samples=samples)
+    derived = {e.key for e in first.entries if e.validation.source == "derived"}
+    assert derived
+    other = tiny_config(type(config)())
+    other.intermediate_size = config.intermediate_size + 32
+    other_samples = sample_traces(other)
+    second = cover_model(other, Registry.default(path), user_path=path, samples=other_samples)
+    redone = {o.key for o in second.outcomes if o.source == "derived"}
+    assert derived <= redone and second.after.fully_exact
+    stored = Registry.default(path)
+    assert all(stored.get(k).validation.config_hash == second.config_hash for k in derived)
