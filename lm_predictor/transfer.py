@@ -4,7 +4,9 @@ transformers gives every architecture its own copy of Attention, MLP, RMSNorm, R
 DecoderLayer, often the same code as a class that already has an entry (OLMo's MLP is Llama's).
 For an uncovered class `<Prefix><Suffix>` (the prefix is the architecture's, e.g. `Olmo`), the
 candidates are the registry's module entries of another architecture with the same suffix
-(`LlamaMLP`, `MistralMLP`, ...). A candidate is rewritten for the new class:
+(`LlamaMLP`, `MistralMLP`, ...); when none fits, every other architecture entry that already
+equals measurement on one call of the class (the wide net). A candidate is rewritten for the new
+class:
 
 - `full_class_name` becomes the new class (so its key is the new class's key);
 - every nested `{key}` call to a class of the candidate's own architecture module is rewritten to
@@ -96,10 +98,12 @@ class Transferrer:
     """Finds and verifies transfer candidates for the uncovered classes of one model."""
 
     def __init__(self, samples: list[Sample], registry: Registry,
-                 traced_classes: list[str], preferred: dict[str, int] | None = None) -> None:
+                 traced_classes: list[str], preferred: dict[str, int] | None = None,
+                 wide: bool = True) -> None:
         self.samples = samples
         self.registry = registry
         self.preferred = dict(preferred or {})  # source module -> entries already adopted
+        self.wide = wide
         known = [e.full_class_name for k in registry.keys()
                  if (e := registry.find(k)) is not None and e.kind == "module"]
         self.source_families = families_of(known)
@@ -130,6 +134,21 @@ class Transferrer:
                     entry = self.registry.find(f"{fam.module}.{cname}")
                     if entry is not None and entry.validation.source != "derived":
                         out.append(entry)
+        return out
+
+    def others(self, full_class_name: str, seen: set[str]) -> list[FormulaEntry]:
+        """Every other module entry of a transformers architecture (the wide net, tried after the
+        same-suffix candidates), derived entries excluded."""
+        module = split_name(full_class_name)[0]
+        out: list[FormulaEntry] = []
+        for fam in sorted(self.source_families.values(), key=lambda f: f.module):
+            if fam.module == module:
+                continue
+            for cname in fam.classes:
+                entry = self.registry.find(f"{fam.module}.{cname}")
+                if entry is not None and entry.key not in seen and \
+                        entry.validation.source != "derived":
+                    out.append(entry)
         return out
 
     def rewrite(self, source: FormulaEntry, full_class_name: str) -> FormulaEntry:
@@ -192,11 +211,28 @@ class Transferrer:
         if not calls:
             result.tried.append(("", "the class is never called"))
             return result
-        for source in self.candidates(full_class_name):
+        same = self.candidates(full_class_name)
+        for source in same:
             try:
                 entry = self.rewrite(source, full_class_name)
             except ValueError as exc:
                 result.tried.append((source.key, f"cannot rewrite: {str(exc)[:160]}"))
+                continue
+            problem = verify(entry, self.registry, calls)
+            if problem is None:
+                result.entry, result.source_key = entry, source.key
+                return result
+            result.tried.append((source.key, problem))
+        if not self.wide:
+            return result
+        # the wide net: any other entry that already equals measurement on one call (cheap
+        # screen, not reported), then on every call
+        for source in self.others(full_class_name, {e.key for e in same}):
+            try:
+                entry = self.rewrite(source, full_class_name)
+            except ValueError:
+                continue
+            if verify(entry, self.registry, calls[:1]) is not None:
                 continue
             problem = verify(entry, self.registry, calls)
             if problem is None:
