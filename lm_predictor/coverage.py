@@ -181,27 +181,35 @@ def _summary_over(samples: list[Sample], registry: Registry) -> CoverageSummary:
     return first
 
 
-def _stale_derived(call: CallRecord, config: dict[str, Any], registry: Registry) -> bool:
-    """A derived entry that does not bind on this call (derived for another config or dtype)."""
+def _stale(call: CallRecord, config: dict[str, Any], registry: Registry) -> bool:
+    """A derived or transferred entry that does not hold for this call: a derived one that does
+    not bind (made for another config or dtype), a transferred one that is not exact (verified
+    on a config that did not exercise this call's code path)."""
     entry = registry.find(call.formula_key)
-    if entry is None or entry.validation.source != "derived":
+    if entry is None or entry.validation.source not in ("derived", "transferred"):
         return False
     try:
-        registry.bind(entry.key, roots_of(call, config))
+        params = registry.bind(entry.key, roots_of(call, config))
+        if entry.validation.source == "derived":
+            return False
+        predicted = registry.evaluate_all(entry.key, params)
     except FormulaError:
         return True
-    return False
+    measured = call.inclusive.as_dict()
+    measured["activation_bytes"] = call.activation_bytes
+    return any(predicted[m] != measured[m] for m in measured)
 
 
-def uncovered_classes(trace: Trace, registry: Registry) -> list[tuple[str, str]]:
-    """(key, dotted class name) of classes without an entry, or with a derived entry that does
-    not hold for this model (another config or dtype), deepest first."""
+def uncovered_classes(traces: list[Trace], registry: Registry) -> list[tuple[str, str]]:
+    """(key, dotted class name) of classes without an entry, or whose derived / transferred
+    entry does not hold for this model (see `_stale`), deepest first."""
     depth: dict[str, tuple[int, str]] = {}
-    for call in trace.calls:
-        if registry.resolve_key(call.formula_key) is None or \
-                _stale_derived(call, trace.config, registry):
-            d = depth.get(call.formula_key, (-1, call.class_name))[0]
-            depth[call.formula_key] = (max(d, call.depth), call.class_name)
+    for trace in traces:
+        for call in trace.calls:
+            if registry.resolve_key(call.formula_key) is None or \
+                    _stale(call, trace.config, registry):
+                d = depth.get(call.formula_key, (-1, call.class_name))[0]
+                depth[call.formula_key] = (max(d, call.depth), call.class_name)
     return [(k, name) for k, (d, name) in sorted(depth.items(), key=lambda kv: (-kv[1][0], kv[0]))]
 
 
@@ -222,7 +230,8 @@ def cover_model(config: Any, registry: Registry | None = None, *, store: bool = 
     preferred: dict[str, int] = {}
     traced = sorted({c.class_name for c in trace0.calls})
     model_type = str(getattr(config, "model_type", "") or "")
-    for key, name in uncovered_classes(trace0, registry):
+    probe = [trace0] + [s.trace for s in samples if s.point.kv_len > 0][:1]
+    for key, name in uncovered_classes(probe, registry):
         outcome = ClassOutcome(key, name, "none")
         entry: FormulaEntry | None = None
         if transfer:

@@ -9,7 +9,7 @@ The model is traced on `meta` at a grid of shapes (`FIT_POINTS`) plus held-out s
    cache) and accepted only if they equal the true shape at every call of every trace. Classes
    whose inputs hide the shape (MoE experts see `tokens x hidden`, a rotary embedding sees
    position ids) fall back to one or two generic features (a tensor dimension or element count).
-2. Children. Every child call whose class has a working formula becomes a nested call
+2. Children. Every child call whose class has a formula exact on it becomes a nested call
    `{child}(args)`, each argument a closed form in the parent's variables fitted from the child's
    bound parameters (non-integer arguments must be constant). Children that do not bind are
    folded into the parent's own cost.
@@ -533,6 +533,10 @@ class Deriver:
                     predicted = self.registry.evaluate_all(entry.key, params)
                 except FormulaError:
                     ok = False
+                    break
+                measured = child.inclusive.as_dict()
+                if any(predicted[m] != measured[m] for m in COUNTER_METRICS):
+                    ok = False  # only exact children are nested; others fold into own cost
                     break
                 per_call.append((s, c, params, predicted))
             if not ok:

@@ -18,7 +18,11 @@ class:
 It is adopted only if it binds and equals measurement on all five metrics for every call of the
 class at every sampled shape (`lm_predictor.derive.FIT_POINTS` + held-out points: at least three
 prefill and three decode shapes). Binds are kept as written, so a transferred entry reads the
-config like the original (it generalises across configs as far as the original does).
+config like the original and generalises as far as the original does — but it was verified on
+one config (recorded in `validation.config_hash` / `config_values`): a config that switches on a
+code path the verified one did not run (SmolLM3's no-rope layers start at layer 4, a tiny config
+has 2) can mismatch. `coverage.cover_model` re-checks transferred entries on every model it
+covers and replaces one that is not exact there.
 """
 from __future__ import annotations
 
@@ -32,7 +36,7 @@ from formula_db.ast import Call, walk
 from formula_db.naming import key_for
 from formula_db.registry import Registry
 from formula_db.schema import FormulaEntry
-from lm_predictor.derive import Sample, instances, verify
+from lm_predictor.derive import Sample, config_hash, guard_values, instances, verify
 
 _CALL = re.compile(r"\{([A-Za-z0-9_]+)\}")
 
@@ -104,6 +108,9 @@ class Transferrer:
         self.registry = registry
         self.preferred = dict(preferred or {})  # source module -> entries already adopted
         self.wide = wide
+        config = samples[0].trace.config if samples else {}
+        self.config_values = guard_values(config)  # provenance: the config verified on
+        self.config_hash = config_hash(self.config_values)
         known = [e.full_class_name for k in registry.keys()
                  if (e := registry.find(k)) is not None and e.kind == "module"]
         self.source_families = families_of(known)
@@ -201,6 +208,7 @@ class Transferrer:
             "torch_version": source.validation.torch_version,
             "transformers_version": source.validation.transformers_version,
             "transferred_from": source.key,
+            "config_hash": self.config_hash, "config_values": self.config_values,
             "notes": "adopted after reconciling exactly on every metric at every sampled "
                      "prefill and decode shape"}
         return FormulaEntry.model_validate(data)

@@ -119,3 +119,30 @@ def test_seed_oss_family_transfers_from_llama_and_generalises_across_configs() -
                              "num_key_value_heads": 2, "head_dim": 16})
     assert_predicts(bigger, [(2, 7), (3, 1, "decode", 11)],
                     registry=with_entries(registry, report.entries))
+
+
+def test_a_transfer_is_rechecked_on_a_config_that_runs_another_code_path(tmp_path) -> None:
+    """SmolLM3 transfers whole from Llama at 2 layers; at 4 layers layer 3 skips rotary, the
+    transferred attention is no longer exact there, and cover_model says so."""
+    import transformers
+
+    from lm_predictor.coverage import cover_model
+    from lm_predictor.derive import sample_traces
+
+    from .conftest import traced
+
+    config, samples = traced("SmolLM3Config")
+    path = tmp_path / "formulas.json"
+    first = cover_model(config, Registry.default(path), user_path=path, samples=samples)
+    assert first.count("transferred") == len(first.outcomes) and first.after.fully_exact
+    data = config.to_dict()
+    for k in ("layer_types", "no_rope_layers"):
+        data.pop(k, None)
+    data["num_hidden_layers"] = 4
+    deeper = transformers.SmolLM3Config(**data)
+    assert deeper.no_rope_layers[3] == 0  # layer 3 has no rotary embedding
+    second = cover_model(deeper, Registry.default(path), user_path=path,
+                         samples=sample_traces(deeper))
+    attn = next(o for o in second.outcomes if o.class_name.endswith("SmolLM3Attention"))
+    assert attn.source == "none" and "polynomial" in attn.reason
+    assert not second.after.fully_exact and second.after.exact_calls < second.after.calls
