@@ -22,7 +22,7 @@ config like the original and generalises as far as the original does — but it 
 one config (recorded in `validation.config_hash` / `config_values`): a config that switches on a
 code path the verified one did not run (SmolLM3's no-rope layers start at layer 4, a tiny config
 has 2) can mismatch. `coverage.cover_model` re-checks transferred entries on every model it
-covers and replaces one that is not exact there.
+covers and transfers or derives again one that is not exact there.
 """
 from __future__ import annotations
 
