@@ -33,7 +33,7 @@ import datetime
 import hashlib
 import json
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from fractions import Fraction
 from itertools import combinations, product
 from typing import Any, Iterable, Mapping
@@ -331,15 +331,19 @@ def guard_values(config: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _literal(v: Any) -> str:
+def _literal(v: Any) -> str | None:
+    """Template literal of a constant; None when the language cannot spell it exactly (floats
+    in exponent notation, inf/nan, strings with quotes)."""
     if isinstance(v, bool):
         return "true" if v else "false"
     if isinstance(v, str):
-        return f"'{v}'"
+        return None if "'" in v or "\\" in v else f"'{v}'"
     if isinstance(v, float):
-        return repr(v) if "e" not in repr(v) and "inf" not in repr(v) else str(int(v)) \
-            if v.is_integer() else "0"
-    return str(v)
+        text = repr(v)
+        return None if any(c in text for c in "einan") else text
+    if isinstance(v, int):
+        return str(v)
+    return None
 
 
 def itemsize_bind(call: CallRecord) -> tuple[str | None, int]:
@@ -369,9 +373,10 @@ def guard_bind(config: Mapping[str, Any], model_type: str, itemsize: int) -> str
               f"lm-predictor analyze on this config to derive it again'")
     conds: list[str] = []
     for k, v in values.items():
-        if isinstance(v, float) and ("e" in repr(v) or "inf" in repr(v) or "nan" in repr(v)):
+        literal = _literal(v)
+        if literal is None:
             continue
-        conds.append(f"get(config, '{k}') == {_literal(v)}")
+        conds.append(f"get(config, '{k}') == {literal}")
         if len(" and ".join(conds)) > 3200:
             conds.pop()
             break
@@ -557,8 +562,8 @@ class Deriver:
                         ok = False
                         break
                     args.append(text)
-                elif len(set(map(repr, vals))) == 1:
-                    args.append(_literal(vals[0]))
+                elif len(set(map(repr, vals))) == 1 and _literal(vals[0]) is not None:
+                    args.append(str(_literal(vals[0])))
                 else:
                     ok = False
                     break

@@ -8,7 +8,7 @@ from formula_db.bind import make_roots
 from formula_db.errors import FormulaError
 from formula_db.registry import Registry
 from lm_predictor.coverage import cover_model
-from lm_predictor.derive import Deriver, basis, fit_poly, poly_text
+from lm_predictor.derive import Deriver, basis, fit_poly, poly_text, with_entries
 from lm_predictor.reconcile import reconcile
 from lm_predictor.testing import trace_config
 
@@ -38,8 +38,6 @@ def test_derived_entries_are_exact_at_unseen_shapes(fixture, request) -> None:
     sources = {e.validation.source for e in report.entries}
     assert sources == {"derived"}
     assert all(e.validation.config_hash for e in report.entries)
-    reg = registry
-    from lm_predictor.derive import with_entries
     reg = with_entries(registry, report.entries)
     for b, s, phase, kv in UNSEEN:
         t = trace_config(config, b, s, phase, kv)
@@ -79,7 +77,6 @@ def test_derived_entry_refuses_another_config_and_chunked_prefill(olmo) -> None:
     call = next(c for c in samples[0].trace.calls if c.formula_key == key)
     roots = make_roots(call.attributes, call.inputs, call.kwargs, call.outputs,
                        samples[0].trace.config)
-    from lm_predictor.derive import with_entries
     reg = with_entries(registry, [entry])
     assert reg.bind(key, roots)["batch"] == samples[0].point.batch
     other = dict(samples[0].trace.config, hidden_size=128)
@@ -97,7 +94,6 @@ def test_derived_entry_refuses_lengths_past_the_sliding_window() -> None:
     registry = Registry.default(include_user=False)
     report = cover_model(config, registry, store=False, transfer=False, samples=samples)
     assert report.count("none") == 0, report.lines()  # every sample is inside the window
-    from lm_predictor.derive import with_entries
     reg = with_entries(registry, report.entries)
     inside = reconcile(trace_config(config, 1, 30), reg)
     assert all(r.status == "exact" for r in inside.calls)
