@@ -96,11 +96,18 @@ class Validation(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     status: Literal["pending", "validated", "mismatch", "deprecated"] = "pending"
-    source: Literal["builtin", "agent", "user"] = "user"
+    source: Literal["builtin", "agent", "user", "transferred", "derived"] = "user"
     date: datetime.date | None = None
     torch_version: str | None = None
     transformers_version: str | None = None
     notes: str = ""
+    transferred_from: str | None = Field(None, description="Key of the entry a transferred "
+                                         "entry was adopted from.")
+    config_hash: str | None = Field(None, description="Hash of the config values a derived "
+                                    "entry holds for (see config_values).")
+    config_values: dict[str, ParamValue] | None = Field(None, description="Config values a "
+                                                        "derived entry was traced with and "
+                                                        "holds for.")
 
 
 class Example(BaseModel):

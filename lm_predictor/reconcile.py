@@ -18,7 +18,8 @@ ops (`no_formula`). Recomputed calls (activation checkpointing) get none.
 
 Coverage is the share of measured work explained by formulas: walking down from the roots, a
 call with a formula explains its whole inclusive cost; a call without one leaves its own ops
-unexplained and passes its children on. Reported for flops and for bytes (read + written).
+unexplained and passes its children on; so does a call whose formula fails to bind or
+evaluate (it explains nothing). Reported for flops and for bytes (read + written).
 
 Example:
     >>> recon = reconcile(trace, Registry.default(), rtol=0.0)
@@ -190,7 +191,8 @@ def _coverage(trace: Trace, results: dict[int, CallResult]) -> dict[str, float]:
     stack = list(trace.roots())
     while stack:
         call = stack.pop()
-        if results[call.call_id].status != "no_formula":
+        result = results[call.call_id]
+        if result.status != "no_formula" and result.error is None:  # bound and evaluated
             explained["flops"] += call.inclusive.flops
             explained["bytes"] += call.inclusive.bytes_read + call.inclusive.bytes_written
         else:

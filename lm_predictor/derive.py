@@ -1,0 +1,675 @@
+"""Derivation without an LLM: a formula entry for an uncovered class, fitted exactly from meta traces.
+
+The model is traced on `meta` at a grid of shapes (`FIT_POINTS`) plus held-out shapes
+(`HELD_OUT_POINTS`): prefill (no cache, kv 0) and single-token decode (kv > 0). For one class:
+
+1. Variables. Bind expressions for `batch`, `seq_len` and `kv_len` are searched among the
+   call's described inputs (tensor dimensions, the KV cache's reported length, the cache length
+   corrected by `module.layer_idx` / `module.list_index` for layers that see an already updated
+   cache) and accepted only if they equal the true shape at every call of every trace. Classes
+   whose inputs hide the shape (MoE experts see `tokens x hidden`, a rotary embedding sees
+   position ids) fall back to one or two generic features (a tensor dimension or element count).
+2. Children. Every child call whose class has a formula exact on it becomes a nested call
+   `{child}(args)`, each argument a closed form in the parent's variables fitted from the child's
+   bound parameters (non-integer arguments must be constant). Children that do not bind are
+   folded into the parent's own cost.
+3. Own cost. Measured inclusive cost minus the children's formulas (flops, vector_flops,
+   bytes_read, bytes_written); activation_bytes whole. Each is an exact polynomial (rational
+   coefficients, exact linear algebra over `fractions.Fraction`): with a kv variable, one
+   polynomial per regime, `${kv_len} > 0 ? decode(batch, kv_len) : prefill(batch, seq_len)`.
+4. Verification. The entry is evaluated on every call at every traced shape, held-out shapes
+   included, and must equal measurement on all five metrics; otherwise it is refused with the
+   reason (piecewise behaviour such as a sliding window or data-dependent routing shows up here).
+
+Derived entries hold for the config they were traced with: config values are baked into the
+coefficients, and a guard parameter (`holds_for_config`) refuses to bind for any other config,
+or for activations of another size than traced (`s`, e.g. bf16 after a float32 trace), with a
+one-line reason. They also hold only for prefill and single-token decode: binding a call
+with both seq_len > 1 and kv_len > 0 (chunked prefill) fails with the reason.
+"""
+from __future__ import annotations
+
+import datetime
+import hashlib
+import json
+import re
+from dataclasses import dataclass
+from fractions import Fraction
+from itertools import combinations, product
+from typing import Any, Iterable, Mapping
+
+import torch
+
+from formula_db.bind import make_roots
+from formula_db.errors import FormulaError
+from formula_db.evaluate import Env, evaluate
+from formula_db.meta import TensorMeta, ValueSummary
+from formula_db.parser import parse
+from formula_db.registry import Layer, Registry
+from formula_db.schema import METRICS, FormulaDatabase, FormulaEntry
+from tracing.records import CallRecord, Trace
+
+COUNTER_METRICS = ("flops", "vector_flops", "bytes_read", "bytes_written")
+GUARD = "holds_for_config"
+MAX_FEATURES = 40
+
+
+@dataclass(frozen=True)
+class Point:
+    """One traced shape: prefill when kv_len == 0 (seq_len new tokens), else one-token decode."""
+
+    batch: int
+    seq_len: int
+    kv_len: int = 0
+
+    @property
+    def phase(self) -> str:
+        return "decode" if self.kv_len else "prefill"
+
+
+FIT_POINTS: tuple[Point, ...] = tuple(
+    [Point(b, s) for b, s in product((1, 2), (2, 3, 5))]
+    + [Point(b, 1, k) for b, k in product((1, 2), (2, 3, 5))])
+HELD_OUT_POINTS: tuple[Point, ...] = (Point(3, 7), Point(4, 4), Point(3, 1, 9), Point(4, 1, 6))
+
+
+@dataclass
+class Sample:
+    """A trace at one point; `held_out` samples are used only to verify."""
+
+    point: Point
+    trace: Trace
+    held_out: bool = False
+
+
+def sample_traces(config: Any, points: Iterable[Point] = FIT_POINTS,
+                  held_out: Iterable[Point] = HELD_OUT_POINTS,
+                  model: torch.nn.Module | None = None) -> list[Sample]:
+    """Trace `config` on meta at every fit and held-out point (one model, built once)."""
+    from lm_predictor.models import build_model
+    from lm_predictor.testing import trace_config
+
+    model = model or build_model(config, device="meta")
+    out: list[Sample] = []
+    for held, pts in ((False, points), (True, held_out)):
+        for p in pts:
+            t = trace_config(config, p.batch, p.seq_len, p.phase, p.kv_len, model=model)
+            out.append(Sample(p, t, held))
+    return out
+
+
+# -- call instances across samples --------------------------------------------------------------
+InstanceId = tuple[str, int]  # (module path, occurrence)
+
+
+def instances(trace: Trace, key: str) -> dict[InstanceId, CallRecord]:
+    """Calls of formula key `key` in `trace`, by (module path, occurrence of that path)."""
+    seen: dict[str, int] = {}
+    out: dict[InstanceId, CallRecord] = {}
+    for call in trace.calls:
+        n = seen.get(call.module_path, 0)
+        seen[call.module_path] = n + 1
+        if call.formula_key == key:
+            out[(call.module_path, n)] = call
+    return out
+
+
+def child_slots(trace: Trace, call: CallRecord) -> dict[InstanceId, CallRecord]:
+    """Children of `call` by (module path relative to the parent's, occurrence under it)."""
+    seen: dict[str, int] = {}
+    out: dict[InstanceId, CallRecord] = {}
+    prefix = call.module_path + "." if call.module_path else ""
+    for child in trace.children(call):
+        rel = child.module_path.removeprefix(prefix)
+        n = seen.get(rel, 0)
+        seen[rel] = n + 1
+        out[(rel, n)] = child
+    return out
+
+
+def roots_of(call: CallRecord, config: Mapping[str, Any]) -> dict[str, Any]:
+    return make_roots(call.attributes, call.inputs, call.kwargs, call.outputs, config)
+
+
+def eval_bind(text: str, roots: Mapping[str, Any], params: Mapping[str, Any] | None = None) -> Any:
+    """Value of a bind expression on a call (ValueSummary unwrapped); raises FormulaError."""
+    value = evaluate(parse(text, "bind"), Env(params=dict(params or {}), text=text,
+                                              where="derive", roots=roots))
+    return value.value if isinstance(value, ValueSummary) else value
+
+
+# -- features ------------------------------------------------------------------------------------
+_IDENT = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
+
+
+def features(call: CallRecord) -> list[str]:
+    """Integer-valued bind expressions over the call's described arguments (dims, numels)."""
+    out: list[str] = []
+
+    def walk(desc: Any, expr: str, depth: int) -> None:
+        if len(out) >= MAX_FEATURES:
+            return
+        if isinstance(desc, TensorMeta):
+            out.extend(f"{expr}.shape[{d}]" for d in range(len(desc.shape)))
+            out.append(f"numel({expr})")
+        elif isinstance(desc, tuple) and depth < 2:
+            for j, v in enumerate(desc):
+                walk(v, f"{expr}[{j}]", depth + 1)
+
+    for name, value in call.kwargs.items():
+        if _IDENT.match(name):
+            walk(value, f"kwargs.{name}", 0)
+    for i, value in enumerate(call.inputs):
+        walk(value, f"input[{i}]", 0)
+    return out
+
+
+def cache_expr(call: CallRecord) -> str | None:
+    """`(cache length or 0)` for the call's KV-cache keyword, if it has one."""
+    for name, value in call.kwargs.items():
+        if isinstance(value, ValueSummary) and ("Cache" in value.type or name in ("cache",
+                                                "past_key_values", "past_key_value")):
+            return f"(is_none(get(kwargs, '{name}')) ? 0 : get(kwargs, '{name}'))"
+    return None
+
+
+# -- exact polynomial fitting ----------------------------------------------------------------------
+Monomial = tuple[tuple[str, int], ...]
+
+
+def basis(names: list[str], max_degree: int = 2, max_total: int = 3) -> list[Monomial]:
+    """Monomials in `names`, each variable up to `max_degree`, total degree up to `max_total`."""
+    out: list[Monomial] = []
+    for degs in product(range(max_degree + 1), repeat=len(names)):
+        if sum(degs) <= max_total:
+            out.append(tuple((n, d) for n, d in zip(names, degs) if d))
+    return sorted(out, key=lambda m: (sum(d for _, d in m), m))
+
+
+def mono_value(m: Monomial, values: Mapping[str, int]) -> int:
+    out = 1
+    for name, deg in m:
+        out *= values[name] ** deg
+    return out
+
+
+def solve_exact(rows: list[list[Fraction]], rhs: list[Fraction]) -> list[Fraction] | None:
+    """A solution of rows @ x == rhs over the rationals (free unknowns 0), None if inconsistent."""
+    n = len(rows[0]) if rows else 0
+    aug = [list(r) + [b] for r, b in zip(rows, rhs)]
+    pivots: list[int] = []
+    r = 0
+    for c in range(n):
+        pivot = next((i for i in range(r, len(aug)) if aug[i][c] != 0), None)
+        if pivot is None:
+            continue
+        aug[r], aug[pivot] = aug[pivot], aug[r]
+        inv = aug[r][c]
+        aug[r] = [v / inv for v in aug[r]]
+        for i in range(len(aug)):
+            if i != r and aug[i][c] != 0:
+                f = aug[i][c]
+                aug[i] = [a - f * b for a, b in zip(aug[i], aug[r])]
+        pivots.append(c)
+        r += 1
+        if r == len(aug):
+            break
+    if any(all(v == 0 for v in row[:n]) and row[n] != 0 for row in aug):
+        return None
+    x = [Fraction(0)] * n
+    for i, c in enumerate(pivots):
+        x[c] = aug[i][n]
+    return x
+
+
+def fit_poly(data: list[tuple[dict[str, int], int]], names: list[str]
+             ) -> dict[Monomial, Fraction] | None:
+    """Exact polynomial through every (values, target) pair, or None."""
+    mons = basis(names)
+    rows = [[Fraction(mono_value(m, v)) for m in mons] for v, _ in data]
+    sol = solve_exact(rows, [Fraction(t) for _, t in data])
+    if sol is None:
+        return None
+    return {m: c for m, c in zip(mons, sol) if c != 0}
+
+
+def poly_text(poly: Mapping[Monomial, Fraction]) -> str:
+    """Template text of a polynomial (integer coefficients; a common denominator floors exactly
+    on integer-valued polynomials)."""
+    if not poly:
+        return "0"
+    den = 1
+    for c in poly.values():
+        den = den * c.denominator // _gcd(den, c.denominator)
+    terms: list[str] = []
+    for m, c in sorted(poly.items(), key=lambda kv: (sum(d for _, d in kv[0]), kv[0])):
+        k = c * den
+        factors = [f"${{{n}}}" if d == 1 else f"${{{n}}} ** {d}" for n, d in m]
+        mag = abs(k.numerator)
+        body = " * ".join(([str(mag)] if mag != 1 or not factors else []) + factors)
+        terms.append(("- " if k < 0 else "+ ") + body)
+    text = " ".join(terms).removeprefix("+ ")
+    if text.startswith("- "):
+        text = "-" + text[2:]
+    return f"({text}) // {den}" if den != 1 else text
+
+
+def _poly_at(poly: Mapping[Monomial, Fraction], values: Mapping[str, int]) -> Fraction:
+    return sum((c * mono_value(m, values) for m, c in poly.items()), Fraction(0))
+
+
+def _gcd(a: int, b: int) -> int:
+    while b:
+        a, b = b, a % b
+    return a
+
+
+@dataclass
+class Shape:
+    """How a derived entry reads its variables: names and bind texts, in declared order."""
+
+    names: list[str]
+    binds: list[str]
+
+    @property
+    def regime(self) -> bool:
+        return "kv_len" in self.names and "batch" in self.names
+
+
+def fit_regimes(shape: Shape, data: list[tuple[dict[str, int], int]]) -> str | None:
+    """Template text fitting every (variables, target) pair exactly, or None."""
+    if shape.regime:
+        pre = [(v, t) for v, t in data if v["kv_len"] == 0]
+        dec = [(v, t) for v, t in data if v["kv_len"] > 0]
+        names_pre = [n for n in shape.names if n != "kv_len"]
+        names_dec = [n for n in shape.names if n != "seq_len"]
+        p = fit_poly(pre, names_pre) if pre else {}
+        if p is None:
+            return None
+        if p and all(_poly_at(p, v) == t for v, t in dec):  # one form serves both regimes
+            return poly_text(p)
+        d = fit_poly(dec, names_dec) if dec else {}
+        if d is None:
+            return None
+        pt, dt = poly_text(p), poly_text(d)
+        return pt if pt == dt else f"(${{kv_len}} > 0 ? {dt} : {pt})"
+    poly = fit_poly(data, shape.names)
+    return None if poly is None else poly_text(poly)
+
+
+# -- the derivation --------------------------------------------------------------------------------
+@dataclass
+class Derivation:
+    """Outcome for one class: the entry when accepted, else the reason it was refused."""
+
+    key: str
+    entry: FormulaEntry | None
+    reason: str = ""
+    calls: int = 0
+
+
+def config_hash(config: Mapping[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(dict(config), sort_keys=True, default=str).encode()
+                          ).hexdigest()[:16]
+
+
+_SKIP_CONFIG = re.compile(r"(^_|transformers_version|^architectures$|^dtype$|torch_dtype|"
+                          r"_token_id$|^output_|^return_dict$|^problem_type$|initializer_range|"
+                          r"_eps$|^rope_theta$|^name_or_path$|_std$|^use_return_dict$)")
+
+
+def guard_values(config: Mapping[str, Any]) -> dict[str, Any]:
+    """Config values a derived entry is guarded on (those that can change the cost)."""
+    out: dict[str, Any] = {}
+    for k, v in sorted(config.items()):
+        if _SKIP_CONFIG.search(k) or v is None or not _IDENT.match(k):
+            continue
+        if isinstance(v, str) and ("'" in v or "\\" in v):
+            continue
+        if isinstance(v, (bool, int, float, str)):
+            out[k] = v
+    return out
+
+
+def _literal(v: Any) -> str | None:
+    """Template literal of a constant; None when the language cannot spell it exactly (floats
+    in exponent notation, inf/nan, strings with quotes)."""
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, str):
+        return None if "'" in v or "\\" in v else f"'{v}'"
+    if isinstance(v, float):
+        text = repr(v)
+        return None if any(c in text for c in "einan") else text
+    if isinstance(v, int):
+        return str(v)
+    return None
+
+
+def itemsize_bind(call: CallRecord) -> tuple[str | None, int]:
+    """(bind text, value) of the activations' bytes per element: the first floating tensor
+    among the call's arguments or outputs; (None, 4) when there is none."""
+    def find(desc: Any, expr: str, depth: int) -> tuple[str, int] | None:
+        if isinstance(desc, TensorMeta) and desc.dtype.startswith(("float", "bfloat")):
+            return f"itemsize({expr})", desc.itemsize
+        if isinstance(desc, tuple) and depth < 2:
+            for j, v in enumerate(desc):
+                if (hit := find(v, f"{expr}[{j}]", depth + 1)) is not None:
+                    return hit
+        return None
+
+    for name, value in call.kwargs.items():
+        if _IDENT.match(name) and (hit := find(value, f"kwargs.{name}", 0)):
+            return hit
+    for i, value in enumerate(call.inputs):
+        if (hit := find(value, f"input[{i}]", 0)):
+            return hit
+    return find(call.outputs, "output", 0) or (None, 4)
+
+
+def guard_bind(config: Mapping[str, Any], model_type: str, itemsize: int) -> str:
+    values = guard_values(config)
+    reason = (f"'entry derived for the {model_type} config {config_hash(values)}; run "
+              f"lm-predictor analyze on this config to derive it again'")
+    conds: list[str] = []
+    for k, v in values.items():
+        literal = _literal(v)
+        if literal is None:
+            continue
+        conds.append(f"get(config, '{k}') == {literal}")
+        if len(" and ".join(conds)) > 3200:
+            conds.pop()
+            break
+    body = " and ".join(conds) or "true"
+    return (f"${{s}} != {itemsize} ? 'entry derived for {itemsize}-byte activations; run "
+            f"lm-predictor analyze with this dtype to derive it again' : (({body}) ? 1 : {reason})")
+
+
+_WINDOW = re.compile(r"(sliding_window|attention_window|attention_chunk_size|window_size)$")
+
+
+def _domain_bind(shape: Shape, config: Mapping[str, Any]) -> str | None:
+    """Bind text refusing shapes the samples cannot vouch for: chunked prefill, and lengths past
+    a sliding window / attention chunk of the config (piecewise beyond it)."""
+    conds: list[str] = []
+    if "kv_len" in shape.names and "seq_len" in shape.names:
+        conds.append("${kv_len} > 0 and ${seq_len} > 1 ? 'derived entries model prefill and "
+                     "one-token decode, not chunked prefill (seq_len > 1 with a filled cache)'")
+    if "seq_len" in shape.names:
+        length = "${seq_len} + ${kv_len}" if "kv_len" in shape.names else "${seq_len}"
+        for k, v in sorted(config.items()):
+            if _WINDOW.search(k) and isinstance(v, int) and not isinstance(v, bool) and v > 0:
+                conds.append(f"{length} > {v} ? 'entry derived below {k}={v} tokens; longer "
+                             f"sequences are not modelled'")
+    return " : ".join(conds) + " : 1" if conds else None
+
+
+class Deriver:
+    """Derives entries for uncovered classes of one model from its samples."""
+
+    def __init__(self, samples: list[Sample], registry: Registry, model_type: str = "") -> None:
+        self.samples = samples
+        self.registry = registry
+        self.model_type = model_type
+        self.config = samples[0].trace.config if samples else {}
+
+    # variables ----------------------------------------------------------------------------------
+    def _truth(self, p: Point) -> dict[str, int]:
+        return {"batch": p.batch, "seq_len": p.seq_len, "kv_len": p.kv_len}
+
+    def _calls(self, key: str) -> list[tuple[Sample, CallRecord]] | str:
+        ids: set[InstanceId] | None = None
+        out: list[tuple[Sample, CallRecord]] = []
+        for s in self.samples:
+            found = instances(s.trace, key)
+            if ids is None:
+                ids = set(found)
+            elif set(found) != ids:
+                return "the class is called at different places at different shapes"
+            out.extend((s, c) for c in found.values())
+        if not out:
+            return "the class is never called"
+        return out
+
+    def _matches(self, text: str, calls: list[tuple[Sample, CallRecord]], var: str,
+                 params: Mapping[str, str]) -> bool:
+        for s, c in calls:
+            roots = roots_of(c, s.trace.config)
+            env_params = {n: self._truth(s.point)[n] for n in params}
+            try:
+                value = eval_bind(text, roots, env_params)
+            except (FormulaError, TypeError, KeyError, IndexError, ValueError):
+                return False
+            if isinstance(value, bool) or value != self._truth(s.point)[var]:
+                return False
+        return True
+
+    def shape_of(self, calls: list[tuple[Sample, CallRecord]]) -> Shape:
+        """Bind texts for batch / seq_len / kv_len found in the calls (possibly none)."""
+        first = calls[0][1]
+        feats = features(first)
+        cache = next((e for _, c in calls if (e := cache_expr(c))), None)
+        names: list[str] = []
+        binds: list[str] = []
+        for var in ("batch", "seq_len"):
+            for text in feats:
+                if self._matches(text, calls, var, {}):
+                    names.append(var)
+                    binds.append(text)
+                    break
+        kv_cands: list[str] = []
+        if cache:
+            kv_cands.append(cache)
+            for attr in ("layer_idx", "list_index"):
+                if isinstance(first.attributes.get(attr), int) and "seq_len" in names:
+                    kv_cands.append(f"{cache} - (module.{attr} > 0 and {cache} > 0 ? "
+                                    f"${{seq_len}} : 0)")
+        if "seq_len" in names:
+            kv_cands.extend(f"{t} - ${{seq_len}}" for t in feats)
+        have = {n: n for n in names}
+        for text in kv_cands:
+            if self._matches(text, calls, "kv_len", have):
+                names.append("kv_len")
+                binds.append(text)
+                break
+        return Shape(names, binds)
+
+    def _generic_shapes(self, calls: list[tuple[Sample, CallRecord]]) -> list[Shape]:
+        """Shapes over one or two generic features whose values vary (deduplicated)."""
+        first = calls[0][1]
+        vectors: dict[tuple[Any, ...], str] = {}
+        for text in features(first):
+            vec: list[Any] = []
+            for s, c in calls:
+                try:
+                    vec.append(eval_bind(text, roots_of(c, s.trace.config)))
+                except (FormulaError, TypeError, KeyError, IndexError, ValueError):
+                    vec = []
+                    break
+            if vec and len(set(vec)) > 1 and all(isinstance(v, int) for v in vec):
+                vectors.setdefault(tuple(vec), text)
+        texts = list(vectors.values())[:12]
+        out = [Shape(["x0"], [t]) for t in texts]
+        out += [Shape(["x0", "x1"], [a, b]) for a, b in combinations(texts, 2)]
+        return out
+
+    def _values(self, shape: Shape, sample: Sample, call: CallRecord) -> dict[str, int]:
+        if shape.names and shape.names[0] in ("batch", "seq_len", "kv_len"):
+            return {n: self._truth(sample.point)[n] for n in shape.names}
+        roots = roots_of(call, sample.trace.config)
+        return {n: int(eval_bind(t, roots)) for n, t in zip(shape.names, shape.binds)}
+
+    # the entry ----------------------------------------------------------------------------------
+    def derive(self, key: str, full_class_name: str) -> Derivation:
+        calls = self._calls(key)
+        if isinstance(calls, str):
+            return Derivation(key, None, calls)
+        shape = self.shape_of(calls)
+        reasons: list[str] = []
+        for cand in [shape, *self._generic_shapes(calls)]:
+            result = self._derive_with(key, full_class_name, cand, calls)
+            if isinstance(result, FormulaEntry):
+                return Derivation(key, result, calls=len(calls))
+            reasons.append(result)
+        return Derivation(key, None, reasons[0] if reasons else "no variables", len(calls))
+
+    def _child_part(self, shape: Shape, calls: list[tuple[Sample, CallRecord]]
+                    ) -> tuple[list[tuple[str, list[str]]], dict[tuple[int, int], dict[str, int]]]:
+        """Nested calls (key, argument texts) and, per (sample idx, call id), their summed
+        predicted counters."""
+        s0, c0 = calls[0]
+        slots = child_slots(s0.trace, c0)
+        nested: list[tuple[str, list[str]]] = []
+        sums: dict[tuple[int, int], dict[str, int]] = {}
+        for slot_id, child0 in slots.items():
+            key = child0.formula_key
+            entry = self.registry.find(key)
+            if entry is None:
+                continue
+            per_call: list[tuple[Sample, CallRecord, dict[str, Any], dict[str, Any]]] = []
+            ok = True
+            for s, c in calls:
+                child = child_slots(s.trace, c).get(slot_id)
+                if child is None or child.formula_key != key:
+                    ok = False
+                    break
+                try:
+                    params = self.registry.bind(entry.key, roots_of(child, s.trace.config))
+                    predicted = self.registry.evaluate_all(entry.key, params)
+                except FormulaError:
+                    ok = False
+                    break
+                measured = child.inclusive.as_dict()
+                if any(predicted[m] != measured[m] for m in COUNTER_METRICS):
+                    ok = False  # only exact children are nested; others fold into own cost
+                    break
+                per_call.append((s, c, params, predicted))
+            if not ok:
+                continue
+            args: list[str] = []
+            for p in entry.parameters:
+                vals = [pc[2][p.name] for pc in per_call]
+                same = next((n for n in shape.names if all(
+                    v == self._values(shape, s, c)[n] for (s, c, _, _), v in zip(per_call, vals))),
+                    None)
+                if same is not None:
+                    args.append(f"${{{same}}}")
+                elif all(isinstance(v, int) and not isinstance(v, bool) for v in vals):
+                    data = [(self._values(shape, s, c), v) for (s, c, _, _), v in
+                            zip(per_call, vals)]
+                    text = fit_regimes(shape, data)
+                    if text is None:
+                        ok = False
+                        break
+                    args.append(text)
+                elif len(set(map(repr, vals))) == 1 and _literal(vals[0]) is not None:
+                    args.append(str(_literal(vals[0])))
+                else:
+                    ok = False
+                    break
+            if not ok:
+                continue
+            nested.append((entry.key, args))
+            for s, c, _, predicted in per_call:
+                acc = sums.setdefault((id(s), c.call_id), {m: 0 for m in COUNTER_METRICS})
+                for m in COUNTER_METRICS:
+                    acc[m] += int(predicted[m])
+        return nested, sums
+
+    def _derive_with(self, key: str, full_class_name: str, shape: Shape,
+                     calls: list[tuple[Sample, CallRecord]]) -> FormulaEntry | str:
+        fit_calls = [(s, c) for s, c in calls if not s.held_out]
+        try:
+            nested, sums = self._child_part(shape, fit_calls)
+        except (FormulaError, ValueError) as exc:
+            return f"children: {exc}"
+        grouped: dict[str, int] = {}
+        for ck, args in nested:
+            text = f"{{{ck}}}({', '.join(args)})"
+            grouped[text] = grouped.get(text, 0) + 1
+        calls_text = " + ".join(t if n == 1 else f"{n} * {t}" for t, n in grouped.items())
+        templates: dict[str, str] = {}
+        for m in METRICS:
+            data: list[tuple[dict[str, int], int]] = []
+            for s, c in fit_calls:
+                measured = c.activation_bytes if m == "activation_bytes" else \
+                    getattr(c.inclusive, m)
+                child = 0 if m == "activation_bytes" else \
+                    sums.get((id(s), c.call_id), {}).get(m, 0)
+                data.append((self._values(shape, s, c), measured - child))
+            own = fit_regimes(shape, data)
+            if own is None:
+                return (f"{m} is not one polynomial in {', '.join(shape.names) or 'no variables'}"
+                        f" over the traced shapes (piecewise or data-dependent behaviour, or "
+                        f"calls of the class that differ)")
+            if m == "activation_bytes" or not calls_text:
+                templates[m] = own
+            else:
+                templates[m] = calls_text if own == "0" else f"{calls_text} + {own}"
+        params = [{"name": n, "type": "int", "description": f"{n} (bound from the call)",
+                   "bind": b} for n, b in zip(shape.names, shape.binds)]
+        domain = _domain_bind(shape, self.config)
+        if domain:
+            params.append({"name": "in_domain", "type": "int", "default": 1, "bind": domain,
+                           "description": "refuses shapes outside prefill / one-token decode"})
+        guard = guard_values(self.config)
+        s_bind, itemsize = itemsize_bind(calls[0][1])
+        params.append({"name": "s", "type": "int", "default": itemsize, "bind": s_bind,
+                       "description": "bytes per element of the activations (only the traced "
+                                      "size is valid)"})
+        params.append({"name": GUARD, "type": "int", "default": 1,
+                       "bind": guard_bind(self.config, self.model_type, itemsize),
+                       "description": "refuses configs other than the one derived for"})
+        deps = sorted({ck for ck, _ in nested})
+        try:
+            entry = FormulaEntry.model_validate({
+                "full_class_name": full_class_name, "kind": "module",
+                "description": f"derived from {len(fit_calls)} meta-traced calls; exact at held-out "
+                               f"shapes; holds for one config",
+                "parameters": params, **templates, "module_depends": deps,
+                "validation": {"status": "validated", "source": "derived",
+                               "date": datetime.date.today().isoformat(),
+                               "torch_version": torch.__version__.split("+")[0],
+                               "transformers_version": _tf_version(),
+                               "config_hash": config_hash(guard),
+                               "config_values": guard,
+                               "notes": "exact closed form fitted over meta traces (prefill and "
+                                        "one-token decode), verified at held-out shapes"}})
+        except ValueError as exc:
+            return f"entry invalid: {str(exc).splitlines()[-1][:200]}"
+        problem = verify(entry, self.registry, calls)
+        return entry if problem is None else f"held-out check: {problem}"
+
+
+def _tf_version() -> str | None:
+    try:
+        import transformers
+        return transformers.__version__
+    except ImportError:  # pragma: no cover
+        return None
+
+
+def with_entries(registry: Registry, entries: list[FormulaEntry]) -> Registry:
+    """`registry` with `entries` stacked on top (an in-memory layer)."""
+    layer = Layer("candidate", None, FormulaDatabase(entries={e.key: e for e in entries}))
+    return Registry(list(registry.layers) + [layer])
+
+
+def verify(entry: FormulaEntry, registry: Registry,
+           calls: list[tuple[Sample, CallRecord]]) -> str | None:
+    """None when `entry` (over `registry`) equals measurement on every call; else the first
+    difference."""
+    reg = with_entries(registry, [entry])
+    for s, c in calls:
+        try:
+            params = reg.bind(entry.key, roots_of(c, s.trace.config))
+            predicted = reg.evaluate_all(entry.key, params)
+        except FormulaError as exc:
+            return f"{c.module_path} at {s.point}: {exc}"
+        for m in METRICS:
+            measured = c.activation_bytes if m == "activation_bytes" else getattr(c.inclusive, m)
+            if predicted[m] != measured:
+                return (f"{c.module_path or '(model)'} at batch {s.point.batch}, seq "
+                        f"{s.point.seq_len}, kv {s.point.kv_len}: {m} measured {measured}, "
+                        f"formula {predicted[m]}")
+    return None
