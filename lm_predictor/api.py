@@ -40,6 +40,7 @@ class AnalysisResult:
     estimates: Any = None  # hardware.roofline.TraceEstimate when analyzed with `hardware`
     kernel_estimates: Any = None  # hardware.kernels.KernelEstimates (kernel model, totals)
     step_estimate: Any = None  # phase train: hardware.roofline.Estimate of the whole step
+    coverage: Any = None  # lm_predictor.coverage.CoverageReport when classes were covered
 
 
 def analyze(model_id: str, *, batch_size: int = 1, seq_len: int = 128,
@@ -52,7 +53,7 @@ def analyze(model_id: str, *, batch_size: int = 1, seq_len: int = 128,
             kernels: Literal["eager", "fused"] | None = None,
             logits: Literal["last", "all"] | None = None,
             attention_backward: Literal["flash", "math"] | None = None,
-            checkpointing: bool = False) -> AnalysisResult:
+            checkpointing: bool = False, cover: bool = True) -> AnalysisResult:
     """Trace, reconcile and (unless `db is None`) store one run. `db=""` uses the default file.
 
     `fill_gaps` runs the formula agent for every class without a formula, deepest first, and
@@ -62,7 +63,10 @@ def analyze(model_id: str, *, batch_size: int = 1, seq_len: int = 128,
     trace measures, or `fused`, FlashAttention-style attention, fused norms and activations, KV
     appended in place; default: fused on accelerators, eager on CPUs) and `logits` (`last`:
     generation prefill keeps the last position's logits, fused's default; `all`).
-    `phase="train"` traces one training step (forward with labels, loss, backward; every
+    `cover` (default) fills classes without a formula before reporting: an entry of another
+    architecture that reconciles exactly is transferred, else one is derived from meta traces
+    (`lm_predictor.coverage`), stored in the user formula database; the agent (`fill_gaps`)
+    is the last resort. `phase="train"` traces one training step (forward with labels, loss, backward; every
     backward op attributed to the module whose forward produced it) with `attention_backward`
     (flash by default, as CPUs and GPUs run it; math) and optional activation `checkpointing`."""
     say = progress or (lambda _msg: None)
@@ -85,6 +89,19 @@ def analyze(model_id: str, *, batch_size: int = 1, seq_len: int = 128,
         say("cross-checking FLOPs with fvcore")
         cross = fvcore_cross_check(out.model, out.inputs, out.trace)
     notes = [out.note] if out.note else []
+    report = None
+    if cover and out.recon is not None and (out.recon.uncovered_classes
+                                            or any(c.error for c in out.recon.calls)):
+        from lm_predictor.coverage import cover_model
+
+        say("covering classes without a formula (transfer, then derivation)")
+        try:
+            report = cover_model(out.config, registry, user_path=formulas)
+        except Exception as exc:  # noqa: BLE001 - sampling traces on meta can fail for any model
+            notes.append(f"formulas not derived: {' '.join(str(exc).split())[:200]}")
+        else:
+            registry = Registry.default(formulas)
+            out = rereconcile(out, registry)
     if fill_gaps and out.recon is not None and out.recon.uncovered_classes:
         from lm_predictor.agent import fill_gaps as run_fill_gaps
 
@@ -112,7 +129,7 @@ def analyze(model_id: str, *, batch_size: int = 1, seq_len: int = 128,
         run_id = store_run(out, db or None, estimates.rows() if estimates else None)
     assert out.recon is not None
     return AnalysisResult(run_id, out.meta, out.trace, out.recon, out.formulas, "; ".join(notes),
-                          cross, estimates, kernel_estimates, step_estimate)
+                          cross, estimates, kernel_estimates, step_estimate, report)
 
 
 def connect(db: str | os.PathLike[str] | None = None) -> Any:

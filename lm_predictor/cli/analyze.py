@@ -30,6 +30,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_db_arg(p)
     p.add_argument("--no-store", action="store_true", help="do not write the run to DuckDB")
     add_formulas_arg(p)
+    p.add_argument("--no-cover", action="store_true",
+                   help="do not transfer or derive formulas for classes without one (by default "
+                        "they are filled from meta traces, verified exact, and stored in the "
+                        "user formula database)")
     p.add_argument("--fill-gaps", action="store_true",
                    help="run the formula agent for every class without a formula (deepest "
                         "first; needs Claude credentials) and reconcile again")
@@ -105,7 +109,7 @@ def cmd_analyze(args: argparse.Namespace) -> int:
                          fill_gaps=args.fill_gaps, hardware=args.hardware,
                          kernels=args.kernels, logits=args.logits,
                          attention_backward=args.attention_backward,
-                         checkpointing=args.checkpointing,
+                         checkpointing=args.checkpointing, cover=not args.no_cover,
                          progress=status.update)
     if result.note:
         err.print(result.note)
@@ -119,6 +123,8 @@ def cmd_analyze(args: argparse.Namespace) -> int:
                                 tokens_per_s=args.tokens_per_s, device=device)
     if args.json:
         out = summary(result.run_id, result.meta, result.trace, result.recon)
+        if result.coverage is not None:
+            out["coverage_by_source"] = result.coverage.as_dict()
         if training is not None:
             out["training"] = training
             out["totals"]["forward"] = training["totals"]["forward"]
@@ -137,6 +143,9 @@ def cmd_analyze(args: argparse.Namespace) -> int:
         print(json.dumps(out, indent=2))
     else:
         console = Console()
+        if result.coverage is not None:
+            for line in result.coverage.lines():
+                err.print(line)
         render(result.meta, result.trace, result.recon, console, result.run_id, args.top)
         if training is not None:
             from lm_predictor.training import render_step

@@ -57,7 +57,7 @@ def test_predict_refuses_a_dtype_the_entries_were_not_derived_for(olmo, tmp_path
     import pytest
 
     from formula_db.errors import FormulaError
-    from lm_predictor.predict import Predictor
+    from lm_predictor.predict.predictor import Predictor
 
     config, samples = olmo
     path = tmp_path / "formulas.json"
