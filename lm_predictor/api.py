@@ -38,6 +38,8 @@ class AnalysisResult:
     note: str = ""
     cross_check: list[Any] = field(default_factory=list)  # crosscheck.CrossCheckRow with fvcore
     estimates: Any = None  # hardware.roofline.TraceEstimate when analyzed with `hardware`
+    parameters: int | None = None  # parameters of the model (tied tensors counted once)
+    db: str | None = None  # the run database the run was stored in (None: not stored)
 
 
 def analyze(model_id: str, *, batch_size: int = 1, seq_len: int = 128,
@@ -85,13 +87,18 @@ def analyze(model_id: str, *, batch_size: int = 1, seq_len: int = 128,
 
         say(f"estimating time on {target.name}")
         estimates = estimate_trace(out.trace, target, dtype)
-    run_id = None
+    run_id, stored_in = None, None
     if db is not None:
+        from lm_predictor.settings import db_path
+
         say("storing the run")
         run_id = store_run(out, db or None, estimates.rows() if estimates else None)
+        stored_in = str(db_path(db or None))
     assert out.recon is not None
+    from lm_predictor.models.build import count_parameters
+
     return AnalysisResult(run_id, out.meta, out.trace, out.recon, out.formulas, "; ".join(notes),
-                          cross, estimates)
+                          cross, estimates, count_parameters(out.model), stored_in)
 
 
 def connect(db: str | os.PathLike[str] | None = None) -> Any:
