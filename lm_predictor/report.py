@@ -133,11 +133,15 @@ class ClassRow:
         return self.statuses.get("no_formula", 0) < self.calls
 
     def status_text(self) -> str:
+        """'exact', 'mismatch 24.1%', 'no formula', or counts when the calls differ."""
         if len(self.statuses) == 1:
-            return SHORT_STATUS[next(iter(self.statuses))]
-        order = ("mismatch", "no_formula", "within_tolerance", "exact")
-        return ", ".join(f"{self.statuses[s]} {SHORT_STATUS[s]}" for s in order
-                         if self.statuses.get(s))
+            text = SHORT_STATUS[next(iter(self.statuses))]
+        else:
+            order = ("mismatch", "no_formula", "within_tolerance", "exact")
+            text = ", ".join(f"{self.statuses[s]} {SHORT_STATUS[s]}" for s in order
+                             if self.statuses.get(s))
+        off = self.statuses.get("mismatch") or self.statuses.get("within_tolerance")
+        return f"{text} {pct(self.worst)}" if off and self.has_formula else text
 
 
 def class_table_rows(trace: Trace, recon: Reconciliation) -> list[ClassRow]:
@@ -367,24 +371,23 @@ def by_class_table(trace: Trace, recon: Reconciliation) -> Table:
                   pad_edge=False, collapse_padding=True)
     table.add_column("class", no_wrap=True)
     table.add_column("calls", justify="right", no_wrap=True)
-    for col in ("FLOP\nmeas.", "FLOP\npred.", "B\nmeas.", "B\npred.", "worst\nerr %"):
+    for col in ("FLOP\nmeas.", "FLOP\npred.", "B\nmeas.", "B\npred."):
         table.add_column(col, justify="right", no_wrap=True)
-    table.add_column("status", overflow="fold", min_width=6)
+    table.add_column("status\nerr %", overflow="fold", min_width=8)
     for r in class_table_rows(trace, recon):
         shown = r.has_formula and not r.statuses.get("no_formula")
         table.add_row(escape(short_class(r.class_name)), str(r.calls), si(r.measured["flops"]),
                       si(r.predicted["flops"]) if shown else "—", si(_bytes(r.measured)),
-                      si(_bytes(r.predicted)) if shown else "—",
-                      pct(r.worst) if r.has_formula else "—", r.status_text())
+                      si(_bytes(r.predicted)) if shown else "—", r.status_text())
     return table
 
 
 def mismatch_table(groups: list[MismatchGroup], top: int, wide: bool = False) -> Table:
     """One row per (formula, metric) with the number of calls and the worst error."""
     shown = groups[:top]
-    calls = sum(g.calls for g in groups)
-    title = (f"mismatches by formula and metric ({len(groups)} groups, {calls} call-metrics"
-             + (f"; worst {len(shown)} shown" if len(shown) < len(groups) else "") + ")")
+    title = (f"mismatches by formula and metric ({len(groups)} group"
+             f"{'s' if len(groups) != 1 else ''}"
+             + (f", worst {len(shown)} shown" if len(shown) < len(groups) else "") + ")")
     table = Table(title=title, box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True)
     table.add_column("formula", no_wrap=True)
     table.add_column("metric", no_wrap=True)

@@ -116,7 +116,8 @@ def test_analyze_report_at_80_columns(toy: dict[str, Any]) -> None:
     assert si(total_flops // 2, "MAC") in head
     assert f"exact on every metric for {N_BLOCKS} of {1 + 3 * N_BLOCKS}" in head
     # units in headers
-    for unit_header in ("unit", "error %", "FLOP", "meas.", "pred.", "err %", "worst %"):
+    for unit_header in ("unit", "error %", "FLOP", "meas.", "pred.", "status", "err %",
+                        "worst %"):
         assert unit_header in text
     assert " MAC " in text and "count" in text
     # covered and exact worded apart: formulas cover everything, but LayerNorm is not exact
@@ -129,7 +130,10 @@ def test_analyze_report_at_80_columns(toy: dict[str, Any]) -> None:
     assert len(group_rows) == 1 and f" {N_BLOCKS} " in group_rows[0] and "100%" in group_rows[0]
     # classes without a formula: '—' as prediction, and the way to write one
     block_row = next(line for line in lines if line.strip().startswith("ToyBlock "))
-    assert block_row.count("—") == 3 and block_row.split()[-1] in ("no", "no formula")
+    assert block_row.count("—") == 2 and block_row.rstrip().endswith("no formula")
+    layernorm_row = next(line for line in lines if line.strip().startswith("LayerNorm ")
+                         and "mismatch" in line)
+    assert layernorm_row.split()[3:5] == ["2.8", "k"]  # measured bytes of the ten calls
     assert "lm-predictor agent CLASS" in flat and "--fill-gaps" in flat
     # the legend: FLOP is half a MAC, element-wise work is vector_flops
     assert "multiply-accumulate is 2 FLOP" in flat and "vector_flops" in flat
