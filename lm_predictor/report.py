@@ -196,15 +196,17 @@ class MismatchGroup:
     error: str | None = None
 
 
-def mismatch_groups(trace: Trace, recon: Reconciliation) -> list[MismatchGroup]:
-    """Mismatching calls grouped by (formula, metric), worst first."""
+def mismatch_groups(trace: Trace, recon: Reconciliation, rtol: float = 0.0
+                    ) -> list[MismatchGroup]:
+    """Mismatching calls grouped by (formula, metric), worst first: a call counts in the group
+    of every metric it misses by more than `rtol` (the run's tolerance)."""
     groups: dict[tuple[str, str], MismatchGroup] = {}
     for c in recon.calls:
         if c.status != "mismatch":
             continue
         call = trace.calls[c.call_id]
         metrics = ["error"] if c.error else [m for m in METRICS if c.predicted[m] != c.measured[m]
-                                             and (c.rel_error[m] is None or c.rel_error[m] > 0)]
+                                             and (c.rel_error[m] is None or c.rel_error[m] > rtol)]
         for m in metrics:
             g = groups.setdefault((c.formula_key, m),
                                   MismatchGroup(c.formula_key, call.class_name, m))
@@ -230,7 +232,7 @@ def summary(run_id: str | None, meta: RunMeta, trace: Trace, recon: Reconciliati
     statuses: dict[str, int] = defaultdict(int)
     for c in recon.calls:
         statuses[c.status] += 1
-    groups = mismatch_groups(trace, recon)
+    groups = mismatch_groups(trace, recon, meta.rtol)
     return {
         "run_id": run_id,
         "database": db,
@@ -309,7 +311,7 @@ def render(meta: RunMeta, trace: Trace, recon: Reconciliation, console: Console,
     console.print(by_class_table(trace, recon))
     if recon.uncovered_classes:
         console.print(f"[dim]{escape(NO_FORMULA_HINT)}[/dim]")
-    groups = mismatch_groups(trace, recon)
+    groups = mismatch_groups(trace, recon, meta.rtol)
     if groups:
         console.print(mismatch_table(groups, top, wide=console.width >= 120))
     if recon.uncovered_classes:

@@ -328,3 +328,16 @@ def test_predict_table_at_80_columns(monkeypatch: pytest.MonkeyPatch, tmp_path: 
     for header in ("FLOP", "B", "ms per", "tokens", "per s", "bound"):
         assert header in text
     assert "stored predicted run" in captured.err and str(db) in " ".join(captured.err.split())
+
+
+def test_schema_3_database_gains_the_views(toy: dict[str, Any], tmp_path: Path) -> None:
+    """Schema 4 adds only views: a schema-3 file migrates and then answers calls_self."""
+    db = tmp_path / "old.duckdb"
+    store = Store(db)
+    run_id = store.write_run(toy["meta"], toy["trace"], toy["recon"])
+    store.query("DROP VIEW calls_self", read_only=False)
+    store.query("DROP VIEW run_status", read_only=False)
+    store.query("UPDATE meta SET value = '3' WHERE key = 'schema_version'", read_only=False)
+    assert Store(db).migrate() == (3, 4)
+    _, rows = Store(db).query("SELECT count(*) FROM calls_self WHERE run_id = ?", [run_id])
+    assert rows == [(len(toy["trace"].calls),)]
