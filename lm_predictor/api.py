@@ -41,6 +41,8 @@ class AnalysisResult:
     kernel_estimates: Any = None  # hardware.kernels.KernelEstimates (kernel model, totals)
     step_estimate: Any = None  # phase train: hardware.roofline.Estimate of the whole step
     coverage: Any = None  # lm_predictor.coverage.CoverageReport when classes were covered
+    parameters: int | None = None  # parameters of the model (tied tensors counted once)
+    db: str | None = None  # the run database the run was stored in (None: not stored)
 
 
 def analyze(model_id: str, *, batch_size: int = 1, seq_len: int = 128,
@@ -123,13 +125,19 @@ def analyze(model_id: str, *, batch_size: int = 1, seq_len: int = 128,
         say(f"estimating time on {target.name}")
         kernel_estimates = estimate_kernels(out.trace, target, dtype, kernels, logits)
         estimates = kernel_estimates.trace_estimate
-    run_id = None
+    run_id, stored_in = None, None
     if db is not None:
+        from lm_predictor.settings import db_path
+
         say("storing the run")
         run_id = store_run(out, db or None, estimates.rows() if estimates else None)
+        stored_in = str(db_path(db or None))
     assert out.recon is not None
+    from lm_predictor.models.build import count_parameters
+
     return AnalysisResult(run_id, out.meta, out.trace, out.recon, out.formulas, "; ".join(notes),
-                          cross, estimates, kernel_estimates, step_estimate, report)
+                          cross, estimates, kernel_estimates, step_estimate, report,
+                          count_parameters(out.model), stored_in)
 
 
 def connect(db: str | os.PathLike[str] | None = None) -> Any:

@@ -3,12 +3,15 @@
 | setting        | environment variable      | default                                    |
 |----------------|---------------------------|--------------------------------------------|
 | run database   | `LM_PREDICTOR_DB`         | `./lm_predictor.duckdb`                    |
+| check database | `LM_PREDICTOR_CHECK_DB`   | `<user data dir>/check.duckdb`             |
 | user formulas  | `LM_PREDICTOR_FORMULAS`   | `<user data dir>/formulas.json`            |
 | user devices   | `LM_PREDICTOR_DEVICES`    | `<user data dir>/devices.json`             |
 | closed-form cache | `LM_PREDICTOR_CACHE`   | `<user cache dir>` (compiled predictors)   |
 | hub token      | `HF_TOKEN`                | none: the hub is not consulted             |
 
-An explicit argument (`--db`, `--formulas`, `--devices`) always wins. `load_env()` reads `./.env`
+An explicit argument (`--db`, `--formulas`, `--devices`) always wins. `lm-predictor check`
+writes its many small runs to the check database, never to the run database, so they do not
+crowd out the user's runs in `lm-predictor runs`. `load_env()` reads `./.env`
 once without overriding variables already set; the CLI calls it before anything else. The
 formula and device defaults are owned by their layers (`formula_db.registry.user_db_path`,
 `hardware.catalog.user_devices_path`), which read their variable themselves so that those
@@ -20,6 +23,8 @@ import os
 from pathlib import Path
 
 DB_ENV = "LM_PREDICTOR_DB"
+CHECK_DB_ENV = "LM_PREDICTOR_CHECK_DB"
+CHECK_DB_NAME = "check.duckdb"
 CACHE_ENV = "LM_PREDICTOR_CACHE"
 HF_TOKEN_ENV = "HF_TOKEN"
 DEFAULT_DB_NAME = "lm_predictor.duckdb"
@@ -45,6 +50,17 @@ def db_path(explicit: str | os.PathLike[str] | None = None) -> Path:
     """The run database: `explicit`, else $LM_PREDICTOR_DB, else ./lm_predictor.duckdb."""
     chosen = os.fspath(explicit) if explicit else os.environ.get(DB_ENV) or DEFAULT_DB_NAME
     return Path(chosen).expanduser().absolute()
+
+
+def check_db_path(explicit: str | os.PathLike[str] | None = None) -> Path:
+    """The check database: `explicit`, else $LM_PREDICTOR_CHECK_DB, else check.duckdb in the
+    user data dir (beside the user formulas)."""
+    chosen = os.fspath(explicit) if explicit else os.environ.get(CHECK_DB_ENV)
+    if chosen:
+        return Path(chosen).expanduser().absolute()
+    import platformdirs
+
+    return Path(platformdirs.user_data_dir(APP_NAME)) / CHECK_DB_NAME
 
 
 def hf_token() -> str | None:

@@ -112,7 +112,7 @@ def test_store_round_trip_and_views(tiny_llama: Path, tmp_path: Path,
 def test_report_renders(tiny_gpt2: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["analyze", "--model-id", str(tiny_gpt2), "--seq-len", "4", "--no-store"]) == 0
     out = capsys.readouterr().out
-    assert "by module class" in out and "coverage" in out and "Linear" in out
+    assert "by module class" in out and "covered" in out and "Linear" in out
 
 
 def test_bad_inputs_get_one_line_errors(tmp_path: Path, tiny_gpt2: Path,

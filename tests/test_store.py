@@ -562,14 +562,17 @@ def test_cli_runs(db: Path, capsys: pytest.CaptureFixture[str], wide: None) -> N
     args = runs_args(db)
     assert args.handler(args) == 0
     out = capsys.readouterr().out
-    assert "2 latest runs" in out and first in out and second in out and "75.0%" in out
-    assert "1.181 Z" in out  # BIG measured FLOPs with an SI prefix
+    assert "2 latest runs" in out and first in out and second in out
+    assert " 75 " in out  # coverage in % (the header says so)
+    assert "1.18 Z" in out  # BIG measured FLOPs with an SI prefix, 3 significant digits
+    assert "predicted" in out
     assert (sql_cmd.si(999), sql_cmd.si(1500), sql_cmd.si(None)) == ("999", "1.5 k", "")
 
     assert sql_cmd.cmd_runs(runs_args(db, "--json", "--limit", "1")) == 0
     (latest,) = json.loads(capsys.readouterr().out)
     assert latest["run_id"] == second and latest["kind"] == "predicted"
     assert latest["predicted_flops"] == 7 and latest["measured_flops"] is None
+    assert latest["status"] == "predicted"
     assert isinstance(latest["created_at"], str)
 
 

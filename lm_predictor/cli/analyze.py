@@ -1,8 +1,10 @@
 """`lm-predictor analyze`: trace a model, reconcile against formulas, store and report the run.
 
 Flags follow the concept notes' spellings too (`--model_id`, `--batch_size`, `--seq_len`, and a
-no-op `--analyze`). Progress is shown on stderr while work runs; `--json` prints a
-machine-readable summary with run_id, totals (measured and predicted) and coverage.
+no-op `--analyze`). Progress is shown on stderr while work runs, and where the run was stored
+(run id and database) is said on stderr at the end. `--json` prints a machine-readable summary
+(run_id, totals, coverage, parameters, MACs, per-class and per-call rows); `--csv` one row per
+module call.
 
 Example:
     $ lm-predictor analyze --model-id gpt2 --batch-size 2 --seq-len 128
@@ -62,7 +64,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--plot", metavar="FILE.png", type=output_file,
                    help="with --hardware: write a roofline chart and a time breakdown by class "
                         "(two panels, one PNG)")
-    p.add_argument("--json", action="store_true", help="print a JSON summary instead of the report")
+    out = p.add_mutually_exclusive_group()
+    out.add_argument("--json", action="store_true",
+                     help="print a JSON summary instead of the report: totals, parameters, MACs, "
+                          "per-class rows (by_class) and per-call rows (by_module), inclusive "
+                          "and self figures")
+    out.add_argument("--csv", action="store_true",
+                     help="print one CSV row per module call (inclusive and self figures)")
     p.add_argument("--top", type=positive_int, default=10, help="worst mismatches to show")
     p.add_argument("--analyze", action="store_true", help=argparse.SUPPRESS)  # concept-notes alias
     p.set_defaults(handler=cmd_analyze)
@@ -122,7 +130,8 @@ def cmd_analyze(args: argparse.Namespace) -> int:
         training = step_summary(result, step_time_s=args.step_time,
                                 tokens_per_s=args.tokens_per_s, device=device)
     if args.json:
-        out = summary(result.run_id, result.meta, result.trace, result.recon)
+        out = summary(result.run_id, result.meta, result.trace, result.recon,
+                      parameters=result.parameters, db=result.db)
         if result.coverage is not None:
             out["coverage_by_source"] = result.coverage.as_dict()
         if training is not None:
@@ -141,12 +150,22 @@ def cmd_analyze(args: argparse.Namespace) -> int:
 
             out["estimates"] = kernel_summary(result.kernel_estimates)
         print(json.dumps(out, indent=2))
+    elif args.csv:
+        import csv
+
+        from lm_predictor.report import csv_rows
+
+        header, rows = csv_rows(result.trace, result.recon)
+        writer = csv.writer(sys.stdout, lineterminator="\n")
+        writer.writerow(header)
+        writer.writerows(["" if v is None else v for v in row] for row in rows)
     else:
         console = Console()
         if result.coverage is not None:
             for line in result.coverage.lines():
                 err.print(line)
-        render(result.meta, result.trace, result.recon, console, result.run_id, args.top)
+        render(result.meta, result.trace, result.recon, console, None, args.top,
+               parameters=result.parameters)
         if training is not None:
             from lm_predictor.training import render_step
 
@@ -158,6 +177,10 @@ def cmd_analyze(args: argparse.Namespace) -> int:
 
             render_time(result.estimates, console, run_device=result.meta.device,
                         kernels=result.kernel_estimates.kernels)
+    if result.run_id:
+        err.print(f"stored run {result.run_id} in {result.db}", highlight=False, soft_wrap=True)
+    else:
+        err.print("not stored (--no-store)", highlight=False)
     if args.plot and result.estimates is not None:
         from hardware.plot import plot_estimates
         from hardware.report import comparable

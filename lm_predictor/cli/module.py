@@ -30,10 +30,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("module", help="show, evaluate or list formula entries (cache first)",
                        description="Look up the formula entry of a module class or torch function "
                                    "by dotted name (torch.nn.Linear) or key (torch__nn__Linear).")
-    p.add_argument("name", nargs="?", help="dotted class name or formula key")
+    p.add_argument("name", nargs="?", help="dotted class name (torch.nn.Linear), formula key "
+                                           "(torch__nn__Linear) or bare class name (LlamaRMSNorm)")
     p.add_argument("--eval", nargs="+", metavar="NAME=VALUE", dest="eval_args",
                    help="evaluate every metric with these parameter values")
-    p.add_argument("--json", action="store_true", help="print the entry as JSON")
+    out = p.add_mutually_exclusive_group()
+    out.add_argument("--json", action="store_true", help="print the entry (or the list) as JSON")
+    out.add_argument("--csv", action="store_true", help="with --list: print the list as CSV")
     p.add_argument("--list", action="store_true", help="list all keys with source and status")
     add_formulas_arg(p)
     p.add_argument("--no-agent", action="store_true",
@@ -68,6 +71,33 @@ def parse_assignments(items: list[str]) -> dict[str, Any]:
     return values
 
 
+def bare_matches(keys: list[str], name: str) -> list[str]:
+    """Keys whose last component is the bare class (or function) name `name`: 'LlamaRMSNorm'
+    finds 'transformers__models__llama__modeling_llama__LlamaRMSNorm'. Dotted names and keys
+    (anything with '.' or '__') are not bare: they match nothing here."""
+    from formula_db.naming import key_for
+
+    if "." in name or "__" in name or not name:
+        return []
+    suffix = "__" + key_for(name)
+    return [k for k in keys if k.endswith(suffix) or k == key_for(name)]
+
+
+def resolve_name(registry: Registry, name: str) -> str | None:
+    """The formula key `name` designates: as the registry resolves it (dotted name or key),
+    else by a unique bare-name match (UsageError listing them when several match)."""
+    key = registry.resolve_key(name)
+    if key is not None:
+        return key
+    found = bare_matches(registry.keys(), name)
+    if len(found) > 1:
+        from lm_predictor.errors import UsageError
+
+        raise UsageError(f"{name!r} matches {len(found)} formula keys ({', '.join(found)}); "
+                         f"give one of them")
+    return found[0] if found else None
+
+
 def cmd_module(args: argparse.Namespace) -> int:
     from rich.console import Console
 
@@ -77,12 +107,17 @@ def cmd_module(args: argparse.Namespace) -> int:
     registry = Registry.default(args.formulas)
     console = Console()
     if args.list:
-        print_list(registry, console, args.json)
+        print_list(registry, console, args.json, args.csv)
         return 0
+    if args.csv:
+        from lm_predictor.errors import UsageError
+
+        raise UsageError("--csv goes with --list (an entry is printed as a table or --json)")
     if not args.name:
         print("lm-predictor: error: give a module name, or --list to see all keys", file=sys.stderr)
         return 2
-    entry = registry.find(args.name)
+    key = resolve_name(registry, args.name)
+    entry = registry.find(key) if key else None
     if entry is None and not args.no_agent:
         from lm_predictor.agent import fill_module_gap
 
@@ -119,7 +154,14 @@ def _jsonable(value: Any) -> Any:
     return value if isinstance(value, (int, float, bool, str)) else str(value)
 
 
-def print_list(registry: Registry, console: Console, as_json: bool) -> None:
+def print_list(registry: Registry, console: Console, as_json: bool, as_csv: bool = False
+               ) -> None:
+    """Every entry: the name to type (the bare class name when it is unique, else the key),
+    layer, status and the module it lives in; full keys in --json and --csv."""
+    from collections import Counter
+
+    from rich import box
+    from rich.markup import escape
     from rich.table import Table
 
     rows = [(k, registry.source_of(k), registry.get(k).validation.status,
@@ -128,12 +170,33 @@ def print_list(registry: Registry, console: Console, as_json: bool) -> None:
         print(json.dumps([{"key": k, "layer": s, "status": st, "full_class_name": n}
                           for k, s, st, n in rows], indent=2))
         return
-    table = Table(title=f"{len(rows)} formula entries")
-    for col in ("key", "layer", "status", "full class name"):
-        table.add_column(col)
-    for row in rows:
-        table.add_row(*row)
+    if as_csv:
+        import csv
+
+        writer = csv.writer(sys.stdout, lineterminator="\n")
+        writer.writerow(["key", "layer", "status", "full_class_name"])
+        writer.writerows(rows)
+        return
+    short = Counter(n.rsplit(".", 1)[-1] for _, _, _, n in rows)
+    table = Table(title=f"{len(rows)} formula entries (type the name: lm-predictor module NAME)",
+                  box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True)
+    table.add_column("name", no_wrap=True)
+    table.add_column("layer", no_wrap=True)
+    table.add_column("status", no_wrap=True)
+    table.add_column("module", overflow="fold")
+    for key, layer, status, full in sorted(rows, key=lambda r: r[3].rsplit(".", 1)[-1].lower()):
+        module, _, name = full.rpartition(".")
+        table.add_row(escape(name if short[name] == 1 else key), layer, status,
+                      escape(short_module(module)))
     console.print(table)
+
+
+def short_module(module: str) -> str:
+    """'transformers.models.llama.modeling_llama' -> 'transformers llama'; others unchanged."""
+    parts = module.split(".")
+    if len(parts) >= 3 and parts[:2] == ["transformers", "models"]:
+        return f"transformers {parts[2]}"
+    return module
 
 
 def print_entry(entry: FormulaEntry, layer: str, console: Console) -> None:

@@ -16,6 +16,7 @@ import csv
 import itertools
 import json
 import sys
+from typing import Any
 
 from formula_db.units import METRICS
 from lm_predictor.cli._args import add_db_arg, add_dtype_arg, add_formulas_arg, int_list
@@ -75,8 +76,25 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
     check_model_id(args.model_id)
     points = list(itertools.product(args.batch_size, seqs, args.kv_len))
-    prediction = predict_points(args.model_id, points, phase=args.phase, dtype=args.dtype,
-                                formulas=args.formulas)
+    from rich.console import Console
+
+    err = Console(stderr=True)
+    status = err.status("predicting")
+    started = False
+
+    def say(message: str) -> None:  # a spinner only when the work takes a while (cache miss)
+        nonlocal started
+        if not started:
+            status.start()
+            started = True
+        status.update(message)
+
+    try:
+        prediction = predict_points(args.model_id, points, phase=args.phase, dtype=args.dtype,
+                                    formulas=args.formulas, progress=say)
+    finally:
+        if started:
+            status.stop()
     rows = prediction.rows
     if args.hardware:
         from hardware.catalog import load_catalog
@@ -88,7 +106,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
                                   row["bytes_written"], device, args.dtype)
             tokens = row["batch_size"] * row["seq_len"]
             row.update(hardware=device.name, time_s=est.estimate_s, bound=est.bound,
-                       ms_per_token=1e3 * est.estimate_s / tokens)
+                       ms_per_token=1e3 * est.estimate_s / tokens,
+                       tokens_per_s=tokens / est.estimate_s if est.estimate_s else None)
     run_id = None
     if not args.no_store:
         from lm_predictor.predict.cache import installed_version
@@ -102,7 +121,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
                        tool_version=__version__,
                        torch_version=installed_version("torch"),
                        transformers_version=installed_version("transformers"))
-        run_id = Store(args.db).write_predicted_run(meta, rows)
+        store = Store(args.db)
+        run_id = store.write_predicted_run(meta, rows)
     if args.json:
         print(json.dumps({"run_id": run_id, "model_id": args.model_id, "points": rows},
                          default=str, indent=2))
@@ -111,25 +131,57 @@ def cmd_predict(args: argparse.Namespace) -> int:
         writer.writeheader()
         writer.writerows(rows)
     else:
-        from rich.console import Console
-        from rich.table import Table
-
-        from lm_predictor.report import human
-
-        table = Table(title=f"{args.model_id} · {args.phase} · {args.dtype} · predicted from "
-                            f"formulas" + (f" · run {run_id}" if run_id else ""))
-        timed = ("time", "ms/token", "bound") if args.hardware else ()
-        for col in ("batch", "seq", "kv", *METRICS, *timed):
-            table.add_column(col, justify="right")
-        for r in rows:
-            extra = ((f"{r['time_s'] * 1e3:.3g} ms", f"{r['ms_per_token']:.3g}", r["bound"])
-                     if args.hardware else ())
-            table.add_row(str(r["batch_size"]), str(r["seq_len"]), str(r["kv_len"]),
-                          *[human(r[m]) for m in METRICS], *extra)
-        Console().print(table)
+        print_points(args, rows, Console())
     if prediction.note:
         print(prediction.note, file=sys.stderr)
+    if run_id:
+        print(f"stored predicted run {run_id} in {store.path}", file=sys.stderr)
+    else:
+        print("not stored (--no-store)", file=sys.stderr)
     return 0
+
+
+def print_points(args: argparse.Namespace, rows: list[dict], console: Any) -> None:
+    """The sweep as a table that reads at 80 columns: units in the headers, SI numbers
+    (3 significant digits); with --hardware, time per step, tokens per second and the bound
+    (bytes read and written merged into 'moved' below 120 columns)."""
+    from rich import box
+    from rich.table import Table
+
+    from lm_predictor.fmt import LEGEND, si
+
+    narrow = bool(args.hardware) and console.width < 120
+    table = Table(title=f"{args.model_id} · {args.phase} · {args.dtype} · predicted from formulas"
+                        + (f" · {rows[0]['hardware']}" if args.hardware else ""),
+                  box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True)
+    columns = ["batch", "seq", "kv", "FLOP", "vector\nFLOP"]
+    columns += ["moved\nB"] if narrow else ["read\nB", "written\nB"]
+    columns += ["activ.\nB"]
+    if args.hardware:
+        columns += ["ms per\nstep", "tokens\nper s", "bound"]
+    for col in columns:
+        table.add_column(col, justify="left" if col == "bound" else "right", no_wrap=True)
+    for r in rows:
+        cells = [str(r["batch_size"]), str(r["seq_len"]), str(r["kv_len"]), si(r["flops"]),
+                 si(r["vector_flops"])]
+        if narrow:
+            moved = (None if r["bytes_read"] is None or r["bytes_written"] is None
+                     else r["bytes_read"] + r["bytes_written"])
+            cells.append(si(moved))
+        else:
+            cells += [si(r["bytes_read"]), si(r["bytes_written"])]
+        cells.append(si(r["activation_bytes"]))
+        if args.hardware:
+            cells += [si(r["time_s"] * 1e3), si(r.get("tokens_per_s")), r["bound"]]
+        table.add_row(*cells)
+    console.print(table)
+    notes = [LEGEND]
+    if args.hardware:
+        notes.insert(0, "ms per step: one forward pass of the whole batch (roofline estimate on "
+                        "the device); tokens per s: batch × seq tokens / that time (throughput, "
+                        "not latency per request)")
+    for note in notes:
+        console.print(f"[dim]{note}[/dim]", highlight=False)
 
 
 def cmd_formula(args: argparse.Namespace) -> int:

@@ -2,7 +2,8 @@
 
 `sql` runs one statement and prints a table (`--json`: a list of objects, JSON columns parsed;
 `--csv`: CSV with a header). It is read-only unless `--write` is given. `runs` lists the latest
-runs, newest first. Neither creates a missing database: that is a one-line error saying how
+runs, newest first, with a status per run, filtered by `--model`, `--kind` and `--status`; it
+says on stderr which database it read. Neither creates a missing database: that is a one-line error saying how
 to store a first run. Errors (bad SQL, locked or foreign file) are raised as `StoreError` and
 printed as one line by `lm_predictor.cli`.
 
@@ -33,6 +34,8 @@ if TYPE_CHECKING:
 
     from lm_predictor.store import Store
 
+RUN_KINDS = ("traced", "predicted")
+RUN_STATUSES = ("exact", "tolerance", "partial", "mismatch", "predicted")
 NUMERIC_TYPES = frozenset({"TINYINT", "SMALLINT", "INTEGER", "BIGINT", "HUGEINT", "UTINYINT",
                            "USMALLINT", "UINTEGER", "UBIGINT", "UHUGEINT", "FLOAT", "DOUBLE"})
 
@@ -76,10 +79,21 @@ def register_sql(sub: argparse._SubParsersAction) -> None:
 def register_runs(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("runs", help="list stored runs, newest first",
                        description="List the latest stored runs with their measured and "
-                                   "predicted FLOPs and formula coverage.")
+                                   "predicted FLOPs, formula coverage and status. `check` keeps "
+                                   "its runs in its own database (see lm-predictor check --help).")
     add_db_arg(p)
     p.add_argument("--limit", type=non_negative_int, default=20, metavar="N", help="runs to show (default 20)")
-    p.add_argument("--json", action="store_true", help="print a JSON list of objects")
+    p.add_argument("--model", metavar="TEXT",
+                   help="only runs whose model id contains TEXT (case-insensitive)")
+    p.add_argument("--kind", choices=RUN_KINDS, help="only traced or only predicted runs")
+    p.add_argument("--status", choices=RUN_STATUSES,
+                   help="only runs with this status: exact (every call with a formula equal on "
+                        "every metric, all work covered), tolerance (some only within --rtol), "
+                        "partial (no mismatch, but classes without a formula), mismatch, "
+                        "predicted (no measurement)")
+    fmt = p.add_mutually_exclusive_group()
+    fmt.add_argument("--json", action="store_true", help="print a JSON list of objects")
+    fmt.add_argument("--csv", action="store_true", help="print CSV with a header row")
     p.set_defaults(handler=cmd_runs)
 
 
@@ -115,35 +129,60 @@ def cmd_runs(args: argparse.Namespace) -> int:
     from rich.markup import escape
     from rich.table import Table
 
+    from lm_predictor.fmt import si as si3
+
     store = existing_store(args.db)
-    runs = store.list_runs(max(args.limit, 0))
+    runs = store.list_runs(max(args.limit, 0), model=args.model, kind=args.kind,
+                           status=args.status)
+    print(f"read {store.path}", file=sys.stderr)
     if args.json:
         print(json.dumps([{k: jsonable(v) for k, v in run.items()} for run in runs], indent=2))
         return 0
-    table = Table(title=f"{len(runs)} latest run{'s' if len(runs) != 1 else ''} in {store.path}",
+    if args.csv:
+        columns = list(runs[0]) if runs else []
+        write_csv(columns, [tuple(run.values()) for run in runs], sys.stdout)
+        return 0
+    console = Console()
+    wide = console.width >= 120
+    filters = ", ".join(f"{name} {value}" for name, value in
+                        (("model", args.model), ("kind", args.kind), ("status", args.status))
+                        if value)
+    table = Table(title=f"{len(runs)} latest run{'s' if len(runs) != 1 else ''}"
+                        + (f" ({filters})" if filters else ""),
                   box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True,
-                  caption="measured, predicted: FLOPs of the forward pass (measured '-': a "
-                          "predicted-only run); coverage: share of measured FLOPs explained "
-                          "by formulas")
+                  caption="FLOP of the forward pass, measured ('-': predicted only) and "
+                          "predicted; cov. %: share of measured FLOP with a formula; the run id "
+                          "starts with its UTC time")
     table.add_column("run_id", no_wrap=True)
-    table.add_column("created (UTC)", min_width=10)
-    table.add_column("model", overflow="fold", min_width=12)
-    table.add_column("phase, batch×seq", min_width=12)
-    table.add_column("dtype, device", min_width=8)
-    for col in ("measured", "predicted", "coverage"):
-        table.add_column(col, justify="right", no_wrap=True)
+    if wide:
+        table.add_column("created (UTC)", no_wrap=True)
+    table.add_column("model", overflow="fold", min_width=10)
+    table.add_column("phase batch×seq", min_width=10)
+    if wide:
+        table.add_column("dtype, device", min_width=8)
+    table.add_column("FLOP\nmeas.", justify="right", no_wrap=True)
+    table.add_column("FLOP\npred.", justify="right", no_wrap=True)
+    if wide:
+        table.add_column("cov.\n%", justify="right", no_wrap=True)
+    table.add_column("status", no_wrap=True)
     for run in runs:
         coverage = run["coverage_flops"]
         shape = f"{run['phase'] or '?'} {run['batch_size']}×{run['seq_len']}"
         if run["kv_len"]:
             shape += f" kv {run['kv_len']}"
-        measured = "-" if run["kind"] == "predicted" else si(run["measured_flops"])
-        table.add_row(escape(run["run_id"]), f"{run['created_at']:%Y-%m-%d %H:%M}",
-                      escape(run["model_id"]), escape(shape),
-                      escape(f"{run['dtype'] or '?'} {run['device'] or '?'}"), measured,
-                      si(run["predicted_flops"]),
-                      "" if coverage is None else f"{100 * coverage:.1f}%")
-    Console().print(table)
+        measured = "-" if run["kind"] == "predicted" else si3(run["measured_flops"])
+        cells = [escape(run["run_id"])]
+        if wide:
+            cells.append(f"{run['created_at']:%Y-%m-%d %H:%M}")
+        cells += [escape(run["model_id"]), escape(shape)]
+        if wide:
+            cells.append(escape(f"{run['dtype'] or '?'} {run['device'] or '?'}"))
+        cells += [measured, si3(run["predicted_flops"])]
+        if wide:
+            cells.append("" if coverage is None else f"{100 * coverage:.3g}")
+        cells.append(run["status"] or "")
+        table.add_row(*cells)
+    console.print(table)
     return 0
 
 

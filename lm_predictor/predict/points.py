@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Callable, Literal
 
 from formula_db.paths import builtin_paths, fingerprint, user_db_path
 from formula_db.units import METRICS
@@ -90,8 +90,11 @@ def _evaluate_trees(cached: cache.CachedModel, points: list[Point]) -> list[dict
 
 
 def predict_points(model_id: str, points: list[Point], *, phase: str = "prefill",
-                   dtype: str = "float32", formulas: str | None = None) -> Prediction:
-    """Metrics at every point (see the module docstring for the route taken)."""
+                   dtype: str = "float32", formulas: str | None = None,
+                   progress: Callable[[str], None] | None = None) -> Prediction:
+    """Metrics at every point (see the module docstring for the route taken). `progress` is
+    told what runs whenever the work may take more than a moment (a cache miss)."""
+    say = progress or (lambda _msg: None)
     raw = raw_config(model_id)
     key = None
     if raw is not None:
@@ -103,6 +106,7 @@ def predict_points(model_id: str, points: list[Point], *, phase: str = "prefill"
                 from formula_db.registry import Registry
                 from lm_predictor.predict.predictor import Predictor
 
+                say("evaluating formulas (no closed form cached for every metric)")
                 predictor = Predictor.from_binding(cached.binding, Registry.default(formulas),
                                                    model_id, cached.trees)
                 if len(points) == 1:
@@ -118,8 +122,12 @@ def predict_points(model_id: str, points: list[Point], *, phase: str = "prefill"
     from lm_predictor.models.resolve import resolve_config
     from lm_predictor.predict.predictor import Predictor
 
+    say(f"resolving {model_id} (first prediction for this config: closed forms are built "
+        f"once and cached)")
     resolved = resolve_config(model_id, hf_token=settings.hf_token())
+    say("building closed forms")
     predictor = Predictor.for_config(resolved.config, model_id, Registry.default(formulas), dtype)
+    say(f"evaluating {len(points)} point{'s' if len(points) != 1 else ''}")
     values = [predictor.point(*p) for p in points] if len(points) == 1 else predictor.sweep(points)
     if key is not None and raw is not None:
         cache.save(key, cache.CachedModel(resolved.model_id, resolved.config_hash, resolved.note,

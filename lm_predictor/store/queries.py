@@ -51,6 +51,32 @@ def formula_grades(store: Store, run_ids: Sequence[str]
             for r in rows]
 
 
+def mismatch_groups(store: Store, run_ids: Sequence[str], rtol: float = 0.0
+                    ) -> list[tuple[str, str, str, int, float | None, str]]:
+    """Failing calls over `run_ids` grouped by formula and metric, worst first: (formula_key,
+    a class name of it, metric, calls, max |rel error| (None: unbounded or not evaluated),
+    module path of a worst call). Metric 'error': the formula did not evaluate."""
+    placeholders = ", ".join("?" for _ in run_ids)
+    parts = [f"SELECT formula_key, class_name, '{m}' AS metric, abs(rel_error_{m}) AS err, "
+             f"module_path FROM calls WHERE run_id IN ({placeholders}) AND status = 'mismatch' "
+             f"AND error IS NULL AND (rel_error_{m} IS NULL OR abs(rel_error_{m}) > ?)"
+             for m in METRICS]
+    parts.append(f"SELECT formula_key, class_name, 'error' AS metric, NULL AS err, module_path "
+                 f"FROM calls WHERE run_id IN ({placeholders}) AND error IS NOT NULL")
+    params: list[Any] = []
+    for _ in METRICS:
+        params += [*run_ids, rtol]
+    params += list(run_ids)
+    _, rows = store.query(
+        f"SELECT formula_key, any_value(class_name), metric, count(*), "
+        f"CASE WHEN count(err) < count(*) OR max(err) = 'inf'::DOUBLE THEN NULL ELSE max(err) END,"
+        f" arg_max(module_path, coalesce(err, 'inf'::DOUBLE)) "
+        f"FROM ({' UNION ALL '.join(parts)}) GROUP BY formula_key, metric "
+        f"ORDER BY 5 DESC NULLS FIRST, 4 DESC, 1, 3", params)
+    return [(r[0], r[1], r[2], int(r[3]), None if r[4] is None else float(r[4]), r[5])
+            for r in rows]
+
+
 def classes_without_formula(store: Store, run_ids: Sequence[str]) -> list[str]:
     """Class names called without a formula in any of `run_ids`, sorted."""
     placeholders = ", ".join("?" for _ in run_ids)

@@ -16,7 +16,7 @@ import duckdb
 from lm_predictor.errors import StoreError
 from lm_predictor.settings import DB_ENV
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 SCHEMA_FILE = Path(__file__).with_name("schema.sql")
 Connection = duckdb.DuckDBPyConnection
 Migration = Callable[[Connection], None]
@@ -74,9 +74,15 @@ def _migrate_2_to_3(con: Connection) -> None:
     )""")
 
 
+def _migrate_3_to_4(con: Connection) -> None:
+    """Version 4 adds views only: `calls_self` (self figures beside the inclusive ones) and
+    `run_status`; schema.sql creates them after this (no table changes)."""
+
+
 # from-version -> function upgrading a database from that version to the next one. Migrations
 # are frozen once released: each states its own DDL, never "whatever schema.sql says now".
-MIGRATIONS: dict[int, Migration] = {0: _migrate_0_to_1, 1: _migrate_1_to_2, 2: _migrate_2_to_3}
+MIGRATIONS: dict[int, Migration] = {0: _migrate_0_to_1, 1: _migrate_1_to_2, 2: _migrate_2_to_3,
+                                     3: _migrate_3_to_4}
 
 
 def schema_sql() -> str:

@@ -1,4 +1,4 @@
--- LM-Predictor run database: tables, macro and views.  schema_version: 3
+-- LM-Predictor run database: tables, macro and views.  schema_version: 4
 --
 -- Executed by lm_predictor/store.py on a new database and after migrating an older one; every
 -- statement is idempotent (CREATE ... IF NOT EXISTS, CREATE OR REPLACE). The version lives in
@@ -199,6 +199,75 @@ LEFT JOIN (SELECT run_id,
                   count(*)                                    AS calls,
                   count(*) FILTER (WHERE status = 'mismatch')   AS mismatches,
                   count(*) FILTER (WHERE status = 'no_formula') AS no_formula
+           FROM calls GROUP BY run_id) c USING (run_id);
+
+-- Self (exclusive) figures beside the inclusive ones (schema 4): one row per call, self_* =
+-- the call's inclusive figure minus the sum of its direct children's. self_measured_* equal
+-- the call's own ops (`ops` rows of the call). self_predicted_* are NULL when the call or one
+-- of its children has no prediction; for a call without a formula (status 'no_formula') they
+-- are its own measured ops, which is what reconcile predicted for it.
+-- "Which class is most expensive by its own work?":
+--   SELECT class_name, sum(self_measured_flops) FROM calls_self GROUP BY 1 ORDER BY 2 DESC
+CREATE OR REPLACE VIEW calls_self AS
+SELECT c.run_id, c.call_id, c.parent_call_id, c.depth, c.module_path, c.class_name,
+       c.formula_key, c.status,
+       c.measured_flops,
+       c.measured_flops - coalesce(k.measured_flops, 0)                 AS self_measured_flops,
+       c.predicted_flops,
+       CASE WHEN coalesce(k.missing_flops, 0) = 0
+            THEN c.predicted_flops - coalesce(k.predicted_flops, 0) END  AS self_predicted_flops,
+       c.measured_vector_flops,
+       c.measured_vector_flops - coalesce(k.measured_vector_flops, 0)   AS self_measured_vector_flops,
+       c.predicted_vector_flops,
+       CASE WHEN coalesce(k.missing_vector_flops, 0) = 0
+            THEN c.predicted_vector_flops - coalesce(k.predicted_vector_flops, 0) END
+                                                                        AS self_predicted_vector_flops,
+       c.measured_bytes_read,
+       c.measured_bytes_read - coalesce(k.measured_bytes_read, 0)       AS self_measured_bytes_read,
+       c.predicted_bytes_read,
+       CASE WHEN coalesce(k.missing_bytes_read, 0) = 0
+            THEN c.predicted_bytes_read - coalesce(k.predicted_bytes_read, 0) END
+                                                                        AS self_predicted_bytes_read,
+       c.measured_bytes_written,
+       c.measured_bytes_written - coalesce(k.measured_bytes_written, 0) AS self_measured_bytes_written,
+       c.predicted_bytes_written,
+       CASE WHEN coalesce(k.missing_bytes_written, 0) = 0
+            THEN c.predicted_bytes_written - coalesce(k.predicted_bytes_written, 0) END
+                                                                        AS self_predicted_bytes_written
+FROM calls c
+LEFT JOIN (SELECT run_id, parent_call_id AS call_id,
+                  sum(measured_flops)          AS measured_flops,
+                  sum(predicted_flops)         AS predicted_flops,
+                  count(*) - count(predicted_flops)         AS missing_flops,
+                  sum(measured_vector_flops)   AS measured_vector_flops,
+                  sum(predicted_vector_flops)  AS predicted_vector_flops,
+                  count(*) - count(predicted_vector_flops)  AS missing_vector_flops,
+                  sum(measured_bytes_read)     AS measured_bytes_read,
+                  sum(predicted_bytes_read)    AS predicted_bytes_read,
+                  count(*) - count(predicted_bytes_read)    AS missing_bytes_read,
+                  sum(measured_bytes_written)  AS measured_bytes_written,
+                  sum(predicted_bytes_written) AS predicted_bytes_written,
+                  count(*) - count(predicted_bytes_written) AS missing_bytes_written
+           FROM calls WHERE parent_call_id IS NOT NULL
+           GROUP BY run_id, parent_call_id) k USING (run_id, call_id);
+
+-- One status per run (schema 4), shown and filtered by `lm-predictor runs`:
+-- 'predicted' (a predicted-only run), 'mismatch' (a call's formula is off beyond the run's
+-- rtol, or fails to evaluate), 'partial' (no mismatch, but formulas cover less than all
+-- measured FLOP or bytes), 'tolerance' (covered, some calls only within rtol), 'exact'
+-- (covered, every call with a formula equal on every metric).
+CREATE OR REPLACE VIEW run_status AS
+SELECT r.run_id,
+       CASE WHEN r.kind = 'predicted' THEN 'predicted'
+            WHEN coalesce(c.mismatches, 0) > 0 THEN 'mismatch'
+            WHEN coalesce(r.coverage_flops, 1) < 1 OR coalesce(r.coverage_bytes, 1) < 1
+                 THEN 'partial'
+            WHEN coalesce(c.within_tolerance, 0) > 0 THEN 'tolerance'
+            ELSE 'exact' END AS status
+FROM runs r
+LEFT JOIN (SELECT run_id,
+                  count(*) FILTER (WHERE status = 'mismatch')         AS mismatches,
+                  count(*) FILTER (WHERE status = 'within_tolerance') AS within_tolerance
            FROM calls GROUP BY run_id) c USING (run_id);
 
 -- Module classes without a formula, per run: what to write formulas for next. self_* are the

@@ -2,7 +2,7 @@
 
 Schema: `lm_predictor/store/schema.sql` (versions and migrations: `schema.py`) (tables runs, calls, ops, uncovered_ops, formulas,
 predictions, estimates, meta; views formula_accuracy, run_totals, uncovered_classes,
-time_error_by_class), version `SCHEMA_VERSION`, stored in `meta`.
+time_error_by_class, calls_self, run_status), version `SCHEMA_VERSION`, stored in `meta`.
 
 Semantics:
 - The file is `settings.db_path(explicit)`: `--db PATH`, else `$LM_PREDICTOR_DB`, else
@@ -351,11 +351,22 @@ class Store:
                     message += " (this query changes the database: allow it with --write)"
                 raise StoreError(f"SQL error: {message}") from None
 
-    def list_runs(self, limit: int = 20) -> list[dict[str, Any]]:
-        """The latest runs, newest first, as dicts (columns of `RUN_LIST_COLUMNS`)."""
+    def list_runs(self, limit: int = 20, *, model: str | None = None, kind: str | None = None,
+                  status: str | None = None) -> list[dict[str, Any]]:
+        """The latest runs, newest first, as dicts (columns of `RUN_LIST_COLUMNS` and the
+        run's `status` from the `run_status` view). `model` keeps runs whose model id contains
+        it (case-insensitive); `kind` and `status` keep runs with exactly that value."""
+        where, params = [], []
+        for condition, value in (("r.model_id ILIKE ?", f"%{model}%" if model else None),
+                                 ("r.kind = ?", kind), ("s.status = ?", status)):
+            if value is not None:
+                where.append(condition)
+                params.append(value)
         columns, rows = self.query(
-            f"SELECT {', '.join(RUN_LIST_COLUMNS)} FROM runs "
-            "ORDER BY created_at DESC, run_id DESC LIMIT ?", [int(limit)])
+            f"SELECT {', '.join('r.' + c for c in RUN_LIST_COLUMNS)}, s.status FROM runs r "
+            f"LEFT JOIN run_status s USING (run_id) "
+            f"{'WHERE ' + ' AND '.join(where) if where else ''} "
+            "ORDER BY r.created_at DESC, r.run_id DESC LIMIT ?", [*params, int(limit)])
         return [dict(zip(columns, row)) for row in rows]
 
 
