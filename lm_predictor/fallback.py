@@ -170,13 +170,14 @@ def truncated_config(config: PretrainedConfig, layers: int) -> PretrainedConfig:
     return out
 
 
-def _weights_fit(config: PretrainedConfig, dtype: torch.dtype, meta_model: torch.nn.Module,
+def _weights_fit(dtype: torch.dtype, meta_model: torch.nn.Module, limit: int | None,
                  headroom: float = 0.5) -> bool:
+    """Whether the weights fit in half the free CPU memory (and under `limit` bytes if given)."""
     from lm_predictor.models import available_bytes, count_parameters
 
-    itemsize = torch.empty((), dtype=dtype).element_size()
+    weights = count_parameters(meta_model) * torch.empty((), dtype=dtype).element_size()
     free = available_bytes("cpu")
-    return free is None or count_parameters(meta_model) * itemsize <= headroom * free
+    return (free is None or weights <= headroom * free) and (limit is None or weights <= limit)
 
 
 def _param_dtype(model: torch.nn.Module) -> torch.dtype:
@@ -201,12 +202,14 @@ def trace_on_cpu(config: PretrainedConfig, make_inputs: InputFactory, *,
 def trace_with_fallback(config: PretrainedConfig, model: torch.nn.Module,
                         make_inputs: InputFactory, device: str | None = None, *,
                         architecture: str | None = None, truncate_layers: int = 2,
-                        allow_cpu: bool = True) -> FallbackTrace:
+                        allow_cpu: bool = True,
+                        cpu_max_weight_bytes: int | None = None) -> FallbackTrace:
     """Trace `model(**make_inputs(model, device))`, falling back as the module docstring says.
 
     `make_inputs(model, device)` builds the forward's keyword arguments for a model on `device`
     (e.g. a closure over `lm_predictor.inputs.build_inputs`). `architecture` is the class to
-    rebuild on CPU (default: what `build_model` picks for `config`). Errors that are not about
+    rebuild on CPU (default: what `build_model` picks for `config`); `cpu_max_weight_bytes`
+    caps the weights built on CPU before truncating (default: half the free memory). Errors that are not about
     meta values, and failures of every method, raise `ModelError` naming each attempt."""
     device = device or _model_device(model)
     try:
@@ -229,7 +232,7 @@ def trace_with_fallback(config: PretrainedConfig, model: torch.nn.Module,
         raise ModelError(f"{config.model_type} reads tensor values during its forward pass and "
                          f"cannot be traced on meta ({'; '.join(notes)}); run with --device cpu")
     dtype = _param_dtype(model)
-    if _weights_fit(config, dtype, model):
+    if _weights_fit(dtype, model, cpu_max_weight_bytes):
         t = trace_on_cpu(config, make_inputs, dtype=dtype, architecture=architecture)
         return FallbackTrace(t, "cpu", notes)
     depth = layer_count(config)

@@ -77,6 +77,8 @@ class TypeResult:
     traced: bool = False
     method: str | None = None  # how it was traced (see lm_predictor.fallback)
     method_notes: list[str] = field(default_factory=list)
+    config_method: str | None = None  # which of CONFIG_ATTEMPTS traced
+    attempt_errors: list[str] = field(default_factory=list)  # the attempts that failed before
     stage: str = "config"  # the last stage reached: config, build, inputs, trace, reconcile, done
     error: str | None = None  # one line: ExceptionType: message
     reason: str | None = None  # `error` with names and numbers normalised, for grouping
@@ -104,6 +106,7 @@ class SweepSummary:
     exact: int
     fully_covered_exact: int
     traced_by_method: dict[str, int]
+    traced_by_config: dict[str, int]
     coverage_by_source: dict[str, dict[str, float]]  # mean over traced types
     failures_by_reason: dict[str, list[str]]
     uncovered_ops: dict[str, int]  # op -> number of traced types using it uncovered
@@ -150,21 +153,50 @@ def suite_types(extra: dict[str, Kind] | None = None) -> list[SweepType]:
 # one type (runs in a worker)
 
 
-def tiny_type_config(spec: SweepType) -> Any:
-    """A tiny config of `spec.model_type` from its config class's defaults."""
+def tiny_type_config(spec: SweepType, layers: int | None = None) -> Any:
+    """A tiny config of `spec.model_type` from its config class's defaults (`layers` layers
+    instead of tiny_config's 2 when given)."""
     from transformers.models.auto.configuration_auto import CONFIG_MAPPING
 
+    from lm_predictor.fallback import LAYER_KEYS
     from lm_predictor.models import tiny_config
 
     config = CONFIG_MAPPING[spec.model_type]()
+    d = config.to_dict()
     overrides: dict[str, Any] = {}
+    if layers is not None:
+        keys = [k for k in LAYER_KEYS if isinstance(d.get(k), int) and d[k] > layers]
+        if not keys:
+            raise ValueError(f"no layer count above {layers} to set")
+        overrides.update({k: layers for k in keys})
     if spec.kind == "vision":
-        d = config.to_dict()
         if isinstance(d.get("image_size"), int):
             overrides["image_size"] = VISION_IMAGE
         if isinstance(d.get("patch_size"), int) and d["patch_size"] > 8:
             overrides["patch_size"] = 8
     return tiny_config(config, **overrides)
+
+
+def default_config(spec: SweepType, layers: int | None = None) -> Any:
+    """The config class's defaults, cut to `layers` layers when given."""
+    from transformers.models.auto.configuration_auto import CONFIG_MAPPING
+
+    from lm_predictor.fallback import truncated_config
+
+    config = CONFIG_MAPPING[spec.model_type]()
+    return truncated_config(config, layers) if layers else config
+
+
+# Configs tried in turn until one builds and traces: tiny (2 layers, the shapes of the zoo
+# tests); tiny with 4 layers (hybrid models whose layer pattern puts attention after 2 linear
+# layers); the class defaults cut to 2 layers; the class defaults (on meta, size costs nothing).
+CONFIG_ATTEMPTS: tuple[tuple[str, Any], ...] = (
+    ("tiny", lambda spec: tiny_type_config(spec)),
+    ("tiny-4-layers", lambda spec: tiny_type_config(spec, layers=4)),
+    ("default-2-layers", lambda spec: default_config(spec, layers=2)),
+    ("default", lambda spec: default_config(spec)),
+)
+STAGES = ("config", "build", "trace", "reconcile", "done")
 
 
 def make_input_factory(spec: SweepType, config: Any, batch: int, seq_len: int) -> Any:
@@ -229,32 +261,74 @@ def _coverage_by_source(trace: Any, recon: Any, registry: Any) -> tuple[dict, di
     return coverage, by_source
 
 
-def run_type(spec: SweepType, shape: tuple[int, int] = DEFAULT_SHAPE,
-             registry: Any = None, allow_cpu: bool = True) -> TypeResult:
-    """Build, trace and reconcile one type; every failure is recorded, never raised."""
-    from formula_db.registry import Registry
+def _attempt(spec: SweepType, make_config: Any, shape: tuple[int, int],
+             allow_cpu: bool) -> tuple[Any, Any, Any]:
+    """(config, model, FallbackTrace) for one config attempt; raises _StageError."""
     from lm_predictor.fallback import trace_with_fallback
     from lm_predictor.models import build_model
-    from lm_predictor.reconcile import reconcile
 
-    start = time.perf_counter()
-    result = TypeResult(spec.model_type, spec.kind, spec.architecture)
+    stage = "config"
     try:
-        config = tiny_type_config(spec)
-        result.stage = "build"
+        config = make_config(spec)
+        stage = "build"
         try:
             model = build_model(config, device="meta", architecture=spec.architecture)
         except Exception:  # noqa: BLE001 - the mapped class may not fit; let build_model choose
             model = build_model(config, device="meta")
-        result.architecture = type(model).__name__
-        result.built = True
-        result.stage = "trace"
+        stage = "trace"
         make = make_input_factory(spec, config, *shape)
         traced = trace_with_fallback(config, model, make, "meta",
-                                     architecture=result.architecture, allow_cpu=allow_cpu)
+                                     architecture=type(model).__name__, allow_cpu=allow_cpu,
+                                     cpu_max_weight_bytes=CPU_FALLBACK_MAX_WEIGHT_BYTES)
+        return config, model, traced
+    except Exception as exc:  # noqa: BLE001
+        raise _StageError(stage, _error_line(exc)) from exc
+
+
+class _StageError(Exception):
+    def __init__(self, stage: str, error: str) -> None:
+        super().__init__(error)
+        self.stage, self.error = stage, error
+
+
+CPU_FALLBACK_MAX_WEIGHT_BYTES = 1 << 30  # the sweep never builds more than 1 GiB on CPU
+
+
+def run_type(spec: SweepType, shape: tuple[int, int] = DEFAULT_SHAPE,
+             registry: Any = None, allow_cpu: bool = True) -> TypeResult:
+    """Build, trace and reconcile one type; every failure is recorded, never raised.
+
+    Config attempts (`CONFIG_ATTEMPTS`) run in turn until one traces; `config_method` names the
+    one used, `attempt_errors` what the earlier ones hit. When all fail, the error reported is
+    that of the attempt that got furthest (the earliest among equals)."""
+    from formula_db.registry import Registry
+    from lm_predictor.reconcile import reconcile
+
+    start = time.perf_counter()
+    result = TypeResult(spec.model_type, spec.kind, spec.architecture)
+    failures: list[_StageError] = []
+    found = None
+    for name, make_config in CONFIG_ATTEMPTS:
+        try:
+            found = (name, *_attempt(spec, make_config, shape, allow_cpu))
+            break
+        except _StageError as exc:
+            failures.append(exc)
+            result.attempt_errors.append(f"{name}: {exc.stage}: {exc.error}")
+    if found is None:
+        worst = max(failures, key=lambda f: STAGES.index(f.stage))
+        result.built = any(STAGES.index(f.stage) > STAGES.index("build") for f in failures)
+        result.stage, result.error = worst.stage, worst.error
+        result.reason = f"{worst.stage}: {normalise_reason(worst.error, spec.model_type)}"
+        result.seconds = time.perf_counter() - start
+        return result
+    result.config_method, config, model, traced = found
+    result.architecture = type(model).__name__
+    result.built = result.traced = True
+    result.method, result.method_notes = traced.method, traced.notes
+    result.stage = "reconcile"
+    try:
         t = traced.trace
-        result.traced, result.method, result.method_notes = True, traced.method, traced.notes
-        result.stage = "reconcile"
         registry = registry or Registry.default(include_user=False)
         recon = reconcile(t, registry, 0.0)
         result.calls = len(t.calls)
@@ -273,7 +347,7 @@ def run_type(spec: SweepType, shape: tuple[int, int] = DEFAULT_SHAPE,
         result.stage = "done"
     except Exception as exc:  # noqa: BLE001 - a sweep records failures, it does not stop
         result.error = _error_line(exc)
-        result.reason = f"{result.stage}: {normalise_reason(result.error, spec.model_type)}"
+        result.reason = f"reconcile: {normalise_reason(result.error, spec.model_type)}"
         if os.environ.get("LM_PREDICTOR_SWEEP_DEBUG"):
             traceback.print_exc()
     result.seconds = time.perf_counter() - start
@@ -291,8 +365,10 @@ def _runner(spec: SweepType) -> Any:
     return getattr(importlib.import_module(module), name)
 
 
-def _worker(tasks: Any, results: Any, shape: tuple[int, int], threads: int) -> None:
-    """Worker loop: take (index, spec), put (index, TypeResult); None stops it."""
+def _worker(slot_id: int, tasks: Any, results: Any, shape: tuple[int, int],
+            threads: int) -> None:
+    """Worker loop: import everything, say ("ready", slot_id), then for each (index, spec) put
+    ("result", index, TypeResult); None stops it."""
     import warnings
 
     import torch
@@ -303,8 +379,10 @@ def _worker(tasks: Any, results: Any, shape: tuple[int, int], threads: int) -> N
 
     hf_logging.set_verbosity_error()
     from formula_db.registry import Registry
+    from lm_predictor import fallback, inputs, models, reconcile  # noqa: F401 - warm imports
 
     registry = Registry.default(include_user=False)
+    results.put(("ready", slot_id, None))
     while True:
         task = tasks.get()
         if task is None:
@@ -312,15 +390,18 @@ def _worker(tasks: Any, results: Any, shape: tuple[int, int], threads: int) -> N
         index, spec = task
         fn = _runner(spec)
         result = fn(spec, shape, registry) if fn is run_type else fn(spec, shape)
-        results.put((index, result))
+        results.put(("result", index, result))
 
 
 @dataclass
 class _Slot:
+    slot_id: int
     process: Any
     tasks: Any
+    ready: bool = False
     index: int | None = None
     started: float = 0.0
+    spawned: float = 0.0
 
 
 def _failure(spec: SweepType, stage: str, error: str, seconds: float) -> TypeResult:
@@ -329,62 +410,89 @@ def _failure(spec: SweepType, stage: str, error: str, seconds: float) -> TypeRes
                       seconds=seconds)
 
 
+WORKER_START_TIMEOUT_S = 300.0  # imports on a loaded machine; a worker slower than this is dead
+
+
 def run_sweep(types: list[SweepType], *, workers: int = 2, timeout_s: float = 120.0,
               shape: tuple[int, int] = DEFAULT_SHAPE, threads_per_worker: int = 1,
               progress: Any = None) -> SweepResult:
-    """Run every type in `workers` spawned processes (see the module docstring)."""
+    """Run every type in `workers` spawned processes (see the module docstring).
+
+    A type's `timeout_s` starts when it is handed to a worker that has finished importing; a
+    type whose worker dies or overruns is reported (stage "timeout" or "crash") and the worker
+    is replaced."""
     ctx = mp.get_context("spawn")
     results_q = ctx.Queue()
     start = time.perf_counter()
     pending = list(enumerate(types))[::-1]
     done: dict[int, TypeResult] = {}
+    ids = iter(range(1 << 30))
 
     def spawn() -> _Slot:
-        tasks = ctx.Queue()
-        process = ctx.Process(target=_worker, args=(tasks, results_q, shape, threads_per_worker),
-                              daemon=True)
+        slot_id, tasks = next(ids), ctx.Queue()
+        process = ctx.Process(target=_worker, daemon=True,
+                              args=(slot_id, tasks, results_q, shape, threads_per_worker))
         process.start()
-        return _Slot(process, tasks)
+        return _Slot(slot_id, process, tasks, spawned=time.perf_counter())
 
     def finish(index: int, result: TypeResult) -> None:
+        if index in done:
+            return
         done[index] = result
         if progress is not None:
             progress(result, len(done), len(types))
 
+    def receive(timeout: float) -> bool:
+        try:
+            kind, key, result = results_q.get(timeout=timeout)
+        except queue.Empty:
+            return False
+        if kind == "ready":
+            for slot in slots:
+                if slot.slot_id == key:
+                    slot.ready = True
+        else:
+            finish(key, result)
+        return True
+
     slots = [spawn() for _ in range(max(1, min(workers, len(types))))]
     try:
         while len(done) < len(types):
-            for i, slot in enumerate(slots):
-                if slot.index is None and pending:
-                    slot.index, spec = pending.pop()
-                    slot.started = time.perf_counter()
-                    slot.tasks.put((slot.index, spec))
-            try:
-                index, result = results_q.get(timeout=0.5)
-                if index not in done:
-                    finish(index, result)
-            except queue.Empty:
-                pass
             for slot in slots:
                 if slot.index in done:
                     slot.index = None
+                if slot.ready and slot.index is None and pending:
+                    slot.index, spec = pending.pop()
+                    slot.started = time.perf_counter()
+                    slot.tasks.put((slot.index, spec))
+            receive(0.5)
             now = time.perf_counter()
             for i, slot in enumerate(slots):
+                if slot.index in done:
+                    slot.index = None
+                alive = slot.process.is_alive()
                 if slot.index is None:
+                    if not alive or (not slot.ready
+                                     and now - slot.spawned > WORKER_START_TIMEOUT_S):
+                        slot.process.kill()
+                        slots[i] = spawn()
                     continue
                 spec = types[slot.index]
                 if now - slot.started > timeout_s:
-                    why = ("timeout", f"Timeout: no result after {timeout_s:g} s")
-                elif not slot.process.is_alive():
-                    _drain(results_q, done, finish)
+                    stage, error = "timeout", f"Timeout: no result after {timeout_s:g} s"
+                elif not alive:
+                    while receive(0.2):  # a result put just before the worker died
+                        pass
                     if slot.index in done:
+                        slot.index = None
+                        slots[i] = spawn()
                         continue
-                    why = ("crash", f"WorkerDied: exit code {slot.process.exitcode}")
+                    stage, error = "crash", f"WorkerDied: exit code {slot.process.exitcode}"
                 else:
                     continue
                 slot.process.kill()
                 slot.process.join(5)
-                finish(slot.index, _failure(spec, why[0], why[1], now - slot.started))
+                finish(slot.index, _failure(spec, stage, error, now - slot.started))
                 slots[i] = spawn()
     finally:
         for slot in slots:
@@ -397,17 +505,6 @@ def run_sweep(types: list[SweepType], *, workers: int = 2, timeout_s: float = 12
                 slot.process.join(5)
     ordered = [done[i] for i in range(len(types))]
     return SweepResult(ordered, summarise(ordered, time.perf_counter() - start))
-
-
-def _drain(results_q: Any, done: dict[int, TypeResult], finish: Any) -> None:
-    """Collect results a worker put just before it died."""
-    while True:
-        try:
-            index, result = results_q.get(timeout=0.2)
-        except queue.Empty:
-            return
-        if index not in done:
-            finish(index, result)
 
 
 def summarise(results: list[TypeResult], wall_s: float = 0.0) -> SweepSummary:
@@ -433,6 +530,7 @@ def summarise(results: list[TypeResult], wall_s: float = 0.0) -> SweepSummary:
         exact=sum(r.exact for r in traced),
         fully_covered_exact=sum(r.fully_covered_exact for r in traced),
         traced_by_method=dict(Counter(r.method for r in traced if r.method)),
+        traced_by_config=dict(Counter(r.config_method for r in traced if r.config_method)),
         coverage_by_source={s: {m: v / n for m, v in c.items()} for s, c in sources.items()},
         failures_by_reason=dict(sorted(failures.items(), key=lambda kv: -len(kv[1]))),
         uncovered_ops=dict(ops.most_common()), wall_s=wall_s)
