@@ -220,15 +220,18 @@ def make_input_factory(spec: SweepType, config: Any, batch: int, seq_len: int) -
 
 
 def normalise_reason(error: str, model_type: str = "") -> str:
-    """Group key of an error line: model names, quoted text and numbers blanked."""
-    text = error
+    """Group key of an error line ("Type: message"): in the message, the model type, quoted
+    text, CamelCase class names and numbers are blanked; the exception type is kept."""
+    head, sep, text = error.partition(": ")
+    if not sep or " " in head:
+        head, sep, text = "", "", error
     if model_type:
         for variant in {model_type, model_type.replace("-", "_"), model_type.replace("_", "")}:
             text = re.sub(re.escape(variant), "<type>", text, flags=re.IGNORECASE)
     text = re.sub(r"'[^']*'|\"[^\"]*\"|`[^`]*`", "'…'", text)
     text = re.sub(r"\b[A-Z][a-z0-9]+(?:[A-Z][A-Za-z0-9]*)+\b", "<Class>", text)
     text = re.sub(r"\d+", "N", text)
-    return text[:160]
+    return f"{head}{sep}{text}"[:160]
 
 
 def _error_line(exc: BaseException) -> str:
@@ -411,6 +414,11 @@ def _failure(spec: SweepType, stage: str, error: str, seconds: float) -> TypeRes
 
 
 WORKER_START_TIMEOUT_S = 300.0  # imports on a loaded machine; a worker slower than this is dead
+MAX_FAILED_STARTS = 3  # workers that die before taking any work: the sweep itself is broken
+
+
+class SweepError(RuntimeError):
+    """The sweep cannot run at all (its workers cannot start)."""
 
 
 def run_sweep(types: list[SweepType], *, workers: int = 2, timeout_s: float = 120.0,
@@ -456,6 +464,7 @@ def run_sweep(types: list[SweepType], *, workers: int = 2, timeout_s: float = 12
         return True
 
     slots = [spawn() for _ in range(max(1, min(workers, len(types))))]
+    failed_starts = 0
     try:
         while len(done) < len(types):
             for slot in slots:
@@ -474,9 +483,17 @@ def run_sweep(types: list[SweepType], *, workers: int = 2, timeout_s: float = 12
                 if slot.index is None:
                     if not alive or (not slot.ready
                                      and now - slot.spawned > WORKER_START_TIMEOUT_S):
+                        failed_starts += 0 if slot.ready else 1
+                        if failed_starts >= MAX_FAILED_STARTS:
+                            raise SweepError(
+                                f"{failed_starts} sweep workers died or hung while starting "
+                                f"(last exit code {slot.process.exitcode}); run the sweep from "
+                                "an `if __name__ == '__main__':` block and check that "
+                                "lm_predictor imports in a fresh interpreter")
                         slot.process.kill()
                         slots[i] = spawn()
                     continue
+                failed_starts = 0
                 spec = types[slot.index]
                 if now - slot.started > timeout_s:
                     stage, error = "timeout", f"Timeout: no result after {timeout_s:g} s"
