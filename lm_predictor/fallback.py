@@ -1,7 +1,8 @@
 """Trace a model that cannot run on `meta` as is: answered scalars, then CPU, then truncated CPU.
 
 Meta tensors have shapes but no values, so a forward pass that reads a value (`.item()`,
-`bool(t)`, `x in t`, `.tolist()`, a copy to CPU) fails there. In transformers this is almost
+`bool(t)`, `x in t`, `.tolist()`, a copy to CPU) fails there, as does one that mixes meta
+tensors with tensors it creates on a fixed device. In transformers this is almost
 always a guard on the *inputs*: `fast_all(padding_mask)` in the SDPA mask shortcut ("is there
 padding?"), `pad_token_id in input_ids[:, [-1, 0]]` ("warn if padded"), `isinf(x).any()`
 ("clamp fp16 overflow"). `trace_with_fallback` tries, in order, and names what it used:
@@ -32,7 +33,7 @@ Example:
     ...                                    attention_mask=False)
     >>> result = trace_with_fallback(cfg, build_model(cfg), make, "meta")
     >>> result.method, result.notes
-    ('meta+answered-scalars', ['aten.all -> True x2'])
+    ('meta+answered-scalars', ['aten.all -> True x1'])
 """
 from __future__ import annotations
 
@@ -57,8 +58,11 @@ LAYER_KEYS = ("num_hidden_layers", "n_layer", "num_layers", "num_decoder_layers"
               "encoder_layers", "decoder_layers")
 META_VALUE_ERRORS = ("cannot be called on meta tensors", "copy out of meta tensor",
                      "Cannot copy out of meta", "meta tensors", "UnansweredScalar",
-                     "data-dependent")
+                     "data-dependent", "on device meta is not on the expected device")
 SCALAR_ANSWERS: dict[str, bool] = {"aten.all": True, "aten.any": False}
+# ops that read a tensor's value as a Python scalar (item and is_nonzero reach a dispatch mode
+# whole when no other mode decomposed them first)
+SCALAR_READS = frozenset({"aten._local_scalar_dense", "aten.item", "aten.is_nonzero"})
 
 
 class UnansweredScalar(RuntimeError):
@@ -70,7 +74,7 @@ class FallbackTrace:
     """A trace and how it was obtained."""
 
     trace: Trace
-    method: str  # "meta" | "cpu" | "cuda" | "meta+answered-scalars" | "cpu" | "cpu-truncated"
+    method: str  # the device traced on ("meta", "cpu", "cuda"), "meta+answered-scalars", "cpu-truncated"
     notes: list[str] = field(default_factory=list)  # answered scalars, why a method was skipped
     truncated_layers: int | None = None  # depth of the traced config under "cpu-truncated"
 
@@ -94,7 +98,7 @@ class MetaScalarAnswers(TorchDispatchMode):
         kwargs = kwargs or {}
         name = str(func._overloadpacket)
         first = args[0] if args and isinstance(args[0], torch.Tensor) else None
-        if name == "aten._local_scalar_dense" and first is not None and first.is_meta:
+        if name in SCALAR_READS and first is not None and first.is_meta:
             origin = self._origin.get(first)
             if origin is None:
                 raise UnansweredScalar(

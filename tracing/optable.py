@@ -41,7 +41,7 @@ Conventions (one FLOP = one scalar arithmetic or comparison result):
 - zero: data movement and factories (embedding, cat, clone, _to_copy, copy_, zeros, arange...):
   0 FLOPs; their bytes still count.
 Byte classes (see `tracing.costs`): `ALLOC_ONLY` ops (empty*) move no bytes; `METADATA_OPS` are
-metadata-only ops the schema does not mark as views (_unsafe_view, detach_); `WRITE_ONLY_INPLACE`
+metadata-only ops the schema does not mark as views (_unsafe_view, detach_, as_strided_); `WRITE_ONLY_INPLACE`
 ops do not read their `self` (copy_, fill_, zero_, random fills).
 Ops in no table (aten.special_zeta, aten.fft_*, ...) are *uncovered*: reported by name, never silently 0.
 
@@ -275,7 +275,8 @@ _POINTWISE = (
     "copysign", "frac", "signbit", "glu", "prelu", "_prelu_kernel", "rrelu_with_noise",
     "celu", "selu", "threshold", "softshrink", "hardshrink", "logaddexp", "isfinite",
 )
-_REDUCTION = ("sum", "mean", "amax", "amin", "max", "min", "prod", "argmax", "argmin", "any", "all")
+_REDUCTION = ("sum", "mean", "amax", "amin", "max", "min", "prod", "argmax", "argmin", "any", "all",
+              "_is_all_true", "_is_any_true")
 _SOFTMAX = ("_softmax", "_log_softmax", "_safe_softmax")
 _ZERO = (
     "embedding", "index_select", "gather", "index", "cat", "stack", "masked_select",
@@ -328,7 +329,7 @@ METADATA_OPS = frozenset(f"aten.{n}" for n in (
     "_unsafe_view", "_reshape_alias", "size", "sym_size", "stride", "sym_stride", "numel",
     "sym_numel", "dim", "is_contiguous", "sym_is_contiguous", "storage_offset",
     "sym_storage_offset", "is_strides_like_format", "is_non_overlapping_and_dense",
-    "resolve_conj", "resolve_neg", "detach_")) | {"prim.layout", "prim.device"}
+    "resolve_conj", "resolve_neg", "detach_", "as_strided_")) | {"prim.layout", "prim.device"}
 
 WRITE_ONLY_INPLACE = frozenset(f"aten.{n}" for n in (
     "copy_", "fill_", "zero_", "uniform_", "normal_", "random_", "bernoulli_", "exponential_"))

@@ -127,3 +127,21 @@ def test_other_errors_are_not_swallowed() -> None:
 
     with pytest.raises(RuntimeError, match="shapes cannot be multiplied"):
         trace_with_fallback(config, build_model(config), broken, "meta")
+
+
+def test_cache_probe_of_meta_failing_model_works_under_answers() -> None:
+    """`inputs.cache_layout` probes with a one-token meta forward, which BART fails; under
+    MetaScalarAnswers it gets the cache geometry the CPU model really keeps."""
+    from lm_predictor.inputs import cache_layout
+
+    config = tiny_config(BioGptConfig())
+    model = build_model(config)
+    with pytest.raises(RuntimeError, match="meta"):
+        cache_layout(model)
+    answers = MetaScalarAnswers()
+    with answers:
+        layout = cache_layout(model)
+    assert dict(answers.answered) == {"aten.all": 1}
+    heads, dim = config.num_attention_heads, config.hidden_size // config.num_attention_heads
+    assert [(c.key_heads, c.key_dim, c.value_heads, c.value_dim) for c in layout] == [
+        (heads, dim, heads, dim)] * config.num_hidden_layers
