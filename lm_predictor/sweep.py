@@ -153,15 +153,21 @@ def suite_types(extra: dict[str, Kind] | None = None) -> list[SweepType]:
 # one type (runs in a worker)
 
 
-def tiny_type_config(spec: SweepType, layers: int | None = None) -> Any:
+def tiny_type_config(spec: SweepType, layers: int | None = None, text: bool = False) -> Any:
     """A tiny config of `spec.model_type` from its config class's defaults (`layers` layers
-    instead of tiny_config's 2 when given)."""
+    instead of tiny_config's 2 when given; with `text`, of its text sub-config, for composite
+    configs whose causal-LM class is the text model)."""
     from transformers.models.auto.configuration_auto import CONFIG_MAPPING
 
     from lm_predictor.fallback import LAYER_KEYS
     from lm_predictor.models import tiny_config
 
     config = CONFIG_MAPPING[spec.model_type]()
+    if text:
+        sub = config.get_text_config()
+        if sub is config:
+            raise ValueError("no separate text config")
+        config = sub
     d = config.to_dict()
     overrides: dict[str, Any] = {}
     if layers is not None:
@@ -188,11 +194,15 @@ def default_config(spec: SweepType, layers: int | None = None) -> Any:
 
 
 # Configs tried in turn until one builds and traces: tiny (2 layers, the shapes of the zoo
-# tests); tiny with 4 layers (hybrid models whose layer pattern puts attention after 2 linear
+# tests); tiny of the text sub-config (composite configs whose causal-LM class is the text
+# model: llama4, qwen3_5, ...; built with the class transformers maps to that config); tiny with
+# 4 layers (hybrid models whose layer pattern puts attention after 2 linear
 # layers); the class defaults cut to 2 layers; the class defaults (on meta, size costs nothing).
 CONFIG_ATTEMPTS: tuple[tuple[str, Any], ...] = (
     ("tiny", lambda spec: tiny_type_config(spec)),
+    ("tiny-text", lambda spec: tiny_type_config(spec, text=True)),
     ("tiny-4-layers", lambda spec: tiny_type_config(spec, layers=4)),
+    ("tiny-text-4-layers", lambda spec: tiny_type_config(spec, layers=4, text=True)),
     ("default-2-layers", lambda spec: default_config(spec, layers=2)),
     ("default", lambda spec: default_config(spec)),
 )
@@ -278,6 +288,8 @@ def _attempt(spec: SweepType, make_config: Any, shape: tuple[int, int],
             model = build_model(config, device="meta", architecture=spec.architecture)
         except Exception:  # noqa: BLE001 - the mapped class may not fit; let build_model choose
             model = build_model(config, device="meta")
+        spec = SweepType(config.model_type, spec.kind) if config.model_type != spec.model_type \
+            else spec
         stage = "trace"
         make = make_input_factory(spec, config, *shape)
         traced = trace_with_fallback(config, model, make, "meta",
