@@ -74,7 +74,7 @@ class FallbackTrace:
     """A trace and how it was obtained."""
 
     trace: Trace
-    method: str  # the device traced on ("meta", "cpu", "cuda"), "meta+answered-scalars", "cpu-truncated"
+    method: str  # the device ("meta", "cpu", "cuda"), "meta+answered-scalars", "cpu-truncated"
     notes: list[str] = field(default_factory=list)  # answered scalars, why a method was skipped
     truncated_layers: int | None = None  # depth of the traced config under "cpu-truncated"
 
@@ -84,8 +84,8 @@ class MetaScalarAnswers(TorchDispatchMode):
 
     Remembers the outputs of `aten.all` / `aten.any` on meta (and `mask.sum() == mask.numel()`
     over an integer or boolean mask, transformers' `fast_all`, as `aten.all`) and, when one of
-    them (or a view of it, or a copy) is read as a Python scalar, returns `SCALAR_ANSWERS[op]`; every other scalar
-    read on meta raises `UnansweredScalar`. `answered` counts the answers by op."""
+    them (or a view of it, or a copy) is read as a Python scalar, returns `SCALAR_ANSWERS[op]`;
+    every other scalar read on meta raises `UnansweredScalar`. `answered` counts the answers by op."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -213,8 +213,9 @@ def trace_with_fallback(config: PretrainedConfig, model: torch.nn.Module,
     `make_inputs(model, device)` builds the forward's keyword arguments for a model on `device`
     (e.g. a closure over `lm_predictor.inputs.build_inputs`). `architecture` is the class to
     rebuild on CPU (default: what `build_model` picks for `config`); `cpu_max_weight_bytes`
-    caps the weights built on CPU before truncating (default: half the free memory). Errors that are not about
-    meta values, and failures of every method, raise `ModelError` naming each attempt."""
+    caps the weights built on CPU before truncating (default: half the free memory). Errors
+    that are not about meta values propagate unchanged, as do errors of the CPU trace; with
+    `allow_cpu=False` a model that needs CPU raises `ModelError` naming what meta hit."""
     device = device or _model_device(model)
     try:
         return FallbackTrace(_run(model, make_inputs(model, device)), device)

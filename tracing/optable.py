@@ -41,8 +41,8 @@ Conventions (one FLOP = one scalar arithmetic or comparison result):
 - zero: data movement and factories (embedding, cat, clone, _to_copy, copy_, zeros, arange...):
   0 FLOPs; their bytes still count.
 Byte classes (see `tracing.costs`): `ALLOC_ONLY` ops (empty*) move no bytes; `METADATA_OPS` are
-metadata-only ops the schema does not mark as views (_unsafe_view, detach_, as_strided_); `WRITE_ONLY_INPLACE`
-ops do not read their `self` (copy_, fill_, zero_, random fills).
+metadata-only ops the schema does not mark as views (_unsafe_view, detach_, as_strided_);
+`WRITE_ONLY_INPLACE` ops do not read their `self` (copy_, fill_, zero_, random fills).
 Ops in no table (aten.special_zeta, aten.fft_*, ...) are *uncovered*: reported by name, never silently 0.
 
 Example:
