@@ -85,7 +85,7 @@ class MetaScalarAnswers(TorchDispatchMode):
     Remembers the outputs of `aten.all` / `aten.any` on meta (and `mask.sum() == mask.numel()`
     over an integer or boolean mask, transformers' `fast_all`, as `aten.all`) and, when one of
     them (or a view of it, or a copy) is read as a Python scalar, returns `SCALAR_ANSWERS[op]`;
-    every other scalar read on meta raises `UnansweredScalar`. `answered` counts the answers by op."""
+    every other scalar read on meta raises `UnansweredScalar`. `answered` counts answers by op."""
 
     def __init__(self) -> None:
         super().__init__()

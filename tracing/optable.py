@@ -43,7 +43,7 @@ Conventions (one FLOP = one scalar arithmetic or comparison result):
 Byte classes (see `tracing.costs`): `ALLOC_ONLY` ops (empty*) move no bytes; `METADATA_OPS` are
 metadata-only ops the schema does not mark as views (_unsafe_view, detach_, as_strided_);
 `WRITE_ONLY_INPLACE` ops do not read their `self` (copy_, fill_, zero_, random fills).
-Ops in no table (aten.special_zeta, aten.fft_*, ...) are *uncovered*: reported by name, never silently 0.
+Ops in no table (aten.special_zeta, aten.mode, ...) are *uncovered*: reported by name, never 0.
 
 Example:
     >>> from formula_db.meta import TensorMeta
