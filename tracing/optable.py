@@ -16,12 +16,34 @@ Conventions (one FLOP = one scalar arithmetic or comparison result):
   (weight, bias) given. Batch norm with given statistics (eval): 2 per element + affine.
 - bias epilogue: addmm/baddbmm add their `self` term and a convolution its bias: numel(output)
   vector FLOPs, so `Linear` costs the same whether bias-add is fused (addmm) or not (mm + add).
+- scan (cumsum, cumprod, cummax, cummin, logcumsumexp): 1 per input element.
+- selection (sort, argsort via sort, topk, kthvalue, median, msort): 1 per input element. The
+  comparisons of a sort grow as n log n; the convention keeps every count polynomial in the
+  shapes (formulas and derived closed forms have no log) and these ops sit on routing-sized
+  tensors (tokens x experts), so the difference is negligible next to the experts' matmuls.
+- counting (histc, bincount, nonzero, count_nonzero): 1 per input element (one bin increment
+  or one comparison with zero).
+- accumulate (scatter_add, index_add, index_put with accumulate=True, scatter with a reduce,
+  scatter_reduce): 1 per scattered element (numel of the index for scatter*, of the source for
+  index_add, of the values for index_put), + 1 per output element for reduce="mean" (the
+  division); plain scatter / index_put write without arithmetic: 0.
+- search (searchsorted, bucketize): 1 per searched element (the same convention as selection).
+- variance (var, std, var_mean, std_mean with their correction overload): 4 per input element
+  (mean, subtract, square, sum) + 1 per output element (scale by 1/(n - correction)), + 1 more
+  per output element for std (sqrt).
+- aminmax: 2 per input element (a min and a max). linalg_vector_norm: 2 per input element
+  (|x|^p, sum) + 1 per output element (the root).
+- pooling (max_pool*_with_indices, avg_pool*): kernel volume per output element (the window's
+  comparisons or adds; avg's divide replaces the first add).
+- linalg_solve_triangular (A: n x n, B: n x k, batched): n^2 k per batch (the substitution's
+  multiply-adds, half of a dense n x n x k matmul's 2 n^2 k).
+- logsumexp: 4 per input element (max, subtract, exp, sum) + 2 per output element (log, add).
 - zero: data movement and factories (embedding, cat, clone, _to_copy, copy_, zeros, arange...):
   0 FLOPs; their bytes still count.
 Byte classes (see `tracing.costs`): `ALLOC_ONLY` ops (empty*) move no bytes; `METADATA_OPS` are
-metadata-only ops the schema does not mark as views (_unsafe_view, detach_); `WRITE_ONLY_INPLACE`
-ops do not read their `self` (copy_, fill_, zero_, random fills).
-Ops in no table (cumsum, sort, topk, var, ...) are *uncovered*: reported by name, never silently 0.
+metadata-only ops the schema does not mark as views (_unsafe_view, detach_, as_strided_);
+`WRITE_ONLY_INPLACE` ops do not read their `self` (copy_, fill_, zero_, random fills).
+Ops in no table (aten.special_zeta, aten.mode, ...) are *uncovered*: reported by name, never 0.
 
 Example:
     >>> from formula_db.meta import TensorMeta
@@ -41,6 +63,8 @@ SOFTMAX_FLOPS_PER_ELEMENT = 5  # max, subtract, exp, sum, divide
 NORM_FLOPS_PER_ELEMENT = 5  # mean, subtract, square, sum (variance), scale by rstd
 NORM_GIVEN_STATS_FLOPS_PER_ELEMENT = 2  # subtract mean, scale by rstd
 SDPA_FLOPS_PER_SCORE = 1 + SOFTMAX_FLOPS_PER_ELEMENT  # scale + softmax; +1 when masked
+VARIANCE_FLOPS_PER_ELEMENT = 4  # mean, subtract, square, sum
+LOGSUMEXP_FLOPS_PER_ELEMENT = 4  # max, subtract, exp, sum
 
 Rule = Callable[[tuple, dict, Any], int]
 
@@ -137,11 +161,104 @@ def zero(args: tuple, kwargs: dict, out: Any) -> int:
     return 0
 
 
+def _is_mean(reduce: Any) -> bool:
+    return reduce == "mean"
+
+
+def scatter_accumulate(args: tuple, kwargs: dict, out: Any) -> int:
+    """scatter_add(self, dim, index, src); scatter_reduce.two(self, dim, index, src, reduce, ...);
+    scatter.reduce/value_reduce(self, dim, index, src|value, *, reduce); plain scatter: 0."""
+    reduce = kwargs.get("reduce", args[4] if len(args) > 4 else None)
+    index = _first(args[2:3]) if len(args) > 2 else _first(kwargs.get("index"))
+    if index is None:
+        return 0
+    return index.numel + (_numel(out) if _is_mean(reduce) else 0)
+
+
+def scatter_add(args: tuple, kwargs: dict, out: Any) -> int:
+    index = _first(args[2:3]) if len(args) > 2 else _first(kwargs.get("index"))
+    return index.numel if index is not None else 0
+
+
+def scatter_plain(args: tuple, kwargs: dict, out: Any) -> int:
+    """scatter.src/.value write without arithmetic; .reduce/.value_reduce accumulate."""
+    return scatter_accumulate(args, kwargs, out) if kwargs.get("reduce") is not None else 0
+
+
+def index_add(args: tuple, kwargs: dict, out: Any) -> int:
+    """index_add(self, dim, index, source, alpha): one add per source element."""
+    return _numel(_arg(args, kwargs, 3, "source"))
+
+
+def index_put(args: tuple, kwargs: dict, out: Any) -> int:
+    """index_put(self, indices, values, accumulate=False): one add per value when accumulating."""
+    return _numel(_arg(args, kwargs, 2, "values")) if _arg(args, kwargs, 3, "accumulate") else 0
+
+
+def search(args: tuple, kwargs: dict, out: Any) -> int:
+    """searchsorted / bucketize: one per searched element (the output's size)."""
+    return _numel(out)
+
+
+def variance(args: tuple, kwargs: dict, out: Any) -> int:
+    """var/var_mean(self, dim, *, correction, keepdim): mean, subtract, square, sum per input
+    element + the 1/(n - correction) scale per output element (var_mean: of the variance)."""
+    return VARIANCE_FLOPS_PER_ELEMENT * _numel(args[:1]) + _numel(out)
+
+
+def std(args: tuple, kwargs: dict, out: Any) -> int:
+    """std/std_mean: variance + a square root per output element."""
+    return VARIANCE_FLOPS_PER_ELEMENT * _numel(args[:1]) + 2 * _numel(out)
+
+
+def aminmax(args: tuple, kwargs: dict, out: Any) -> int:
+    return 2 * _numel(args[:1])
+
+
+def vector_norm(args: tuple, kwargs: dict, out: Any) -> int:
+    return 2 * _numel(args[:1]) + _numel(out)
+
+
+def pooling(args: tuple, kwargs: dict, out: Any) -> int:
+    """max_pool2d_with_indices / avg_pool2d (self, kernel_size, stride, ...): a window per output
+    element; a single kernel size applies to every spatial dimension."""
+    x = _first(args[:1])
+    kernel = _arg(args, kwargs, 1, "kernel_size")
+    if x is None or kernel is None:
+        return 0
+    sizes = list(kernel) if isinstance(kernel, (list, tuple)) else [kernel]
+    spatial = max(1, x.ndim - 2) if len(sizes) == 1 else len(sizes)
+    sizes = sizes * spatial if len(sizes) == 1 else sizes
+    return _numel(out) * prod(int(k) for k in sizes)
+
+
+def solve_triangular(args: tuple, kwargs: dict, out: Any) -> int:
+    """linalg_solve_triangular(A, B, *, upper, left=True, ...): batch x n^2 x k."""
+    a, b = _first(args[:1]), _first(args[1:2])
+    if a is None or b is None or a.ndim < 2 or b.ndim < 2:
+        return 0
+    left = kwargs.get("left", True)
+    n = a.shape[-1]
+    k = b.shape[-1] if left else b.shape[-2]
+    batch = b.numel // (b.shape[-1] * b.shape[-2]) if b.shape[-1] * b.shape[-2] else 0
+    return batch * n * n * k
+
+
+def logsumexp(args: tuple, kwargs: dict, out: Any) -> int:
+    return LOGSUMEXP_FLOPS_PER_ELEMENT * _numel(args[:1]) + 2 * _numel(out)
+
+
 RULES: dict[str, Rule] = {
     "pointwise": pointwise, "reduction": reduction, "softmax": softmax,
     "layer_norm": layer_norm, "group_norm": group_norm, "batch_norm": batch_norm,
     "batch_norm_stats": batch_norm_stats, "batch_norm_given_stats": batch_norm_given_stats,
     "bias_epilogue": bias_epilogue, "conv_bias": conv_bias, "sdpa": sdpa, "zero": zero,
+    "scan": reduction, "selection": reduction, "counting": reduction,
+    "scatter_accumulate": scatter_accumulate, "scatter_add": scatter_add,
+    "scatter_plain": scatter_plain, "index_add": index_add, "index_put": index_put,
+    "search": search, "variance": variance, "std": std,
+    "logsumexp": logsumexp, "aminmax": aminmax, "vector_norm": vector_norm,
+    "pooling": pooling, "solve_triangular": solve_triangular,
 }
 
 _POINTWISE = (
@@ -152,18 +269,24 @@ _POINTWISE = (
     "where", "masked_fill", "eq", "ne", "lt", "le", "gt", "ge", "logical_not", "logical_and",
     "logical_or", "bitwise_not", "bitwise_and", "bitwise_or", "bitwise_xor", "floor", "ceil",
     "round", "trunc", "sign", "remainder", "fmod", "floor_divide", "lerp", "addcmul", "addcdiv",
-    "native_dropout", "isnan", "isinf",
+    "native_dropout", "isnan", "isinf", "log_sigmoid_forward", "polar", "sgn", "square",
+    "xlogy", "special_xlog1py", "logit", "hypot", "atan2", "atan", "asin", "acos", "sinh",
+    "cosh", "asinh", "acosh", "atanh", "digamma", "lgamma", "nan_to_num", "heaviside",
+    "copysign", "frac", "signbit", "glu", "prelu", "_prelu_kernel", "rrelu_with_noise",
+    "celu", "selu", "threshold", "softshrink", "hardshrink", "logaddexp", "isfinite",
 )
-_REDUCTION = ("sum", "mean", "amax", "amin", "max", "min", "prod", "argmax", "argmin", "any", "all")
+_REDUCTION = ("sum", "mean", "amax", "amin", "max", "min", "prod", "argmax", "argmin", "any", "all",
+              "_is_all_true", "_is_any_true")
 _SOFTMAX = ("_softmax", "_log_softmax", "_safe_softmax")
 _ZERO = (
-    "embedding", "index_select", "gather", "scatter", "index", "index_put", "cat", "stack",
+    "embedding", "index_select", "gather", "index", "cat", "stack", "masked_select",
+    "masked_scatter", "_unique2", "unique_consecutive", "unique_dim",
     "clone", "_to_copy", "copy", "_copy_from", "constant_pad_nd", "repeat", "tril", "triu", "flip",
     "roll", "slice_scatter", "select_scatter", "zeros", "zeros_like", "ones", "ones_like", "full",
     "full_like", "new_zeros", "new_ones", "new_full", "scalar_tensor", "arange", "linspace",
     "randn", "rand", "randint", "uniform", "normal", "fill", "zero", "bernoulli", "lift_fresh_copy",
     "_local_scalar_dense", "empty", "empty_like", "empty_strided", "new_empty", "new_empty_strided",
-    "empty_permuted",
+    "empty_permuted", "eye", "_assert_async", "_assert_scalar", "sym_constrain_range_for_size",
 )
 
 VECTOR_OPS: dict[str, str] = {
@@ -181,6 +304,22 @@ VECTOR_OPS: dict[str, str] = {
     "aten.convolution": "conv_bias",
     "aten._convolution": "conv_bias",
     "aten.scaled_dot_product_attention": "sdpa",
+    **{f"aten.{n}": "scan" for n in ("cumsum", "cumprod", "cummax", "cummin", "logcumsumexp")},
+    **{f"aten.{n}": "selection" for n in ("sort", "msort", "topk", "kthvalue", "median",
+                                          "nanmedian")},
+    **{f"aten.{n}": "counting" for n in ("histc", "bincount", "nonzero", "nonzero_static",
+                                         "count_nonzero")},
+    "aten.scatter_add": "scatter_add", "aten.scatter_reduce": "scatter_accumulate",
+    "aten.scatter": "scatter_plain", "aten.index_add": "index_add", "aten.index_put": "index_put",
+    "aten._index_put_impl": "index_put",
+    "aten.searchsorted": "search", "aten.bucketize": "search",
+    "aten.var": "variance", "aten.var_mean": "variance", "aten.std": "std",
+    "aten.std_mean": "std", "aten.logsumexp": "logsumexp", "aten.aminmax": "aminmax",
+    "aten.linalg_vector_norm": "vector_norm",
+    **{f"aten.{n}": "pooling" for n in ("max_pool1d_with_indices", "max_pool2d_with_indices",
+                                        "max_pool3d_with_indices", "avg_pool1d", "avg_pool2d",
+                                        "avg_pool3d", "max_pool1d", "max_pool2d", "max_pool3d")},
+    "aten.linalg_solve_triangular": "solve_triangular",
 }
 
 ALLOC_ONLY = frozenset(f"aten.{n}" for n in (
@@ -190,7 +329,7 @@ METADATA_OPS = frozenset(f"aten.{n}" for n in (
     "_unsafe_view", "_reshape_alias", "size", "sym_size", "stride", "sym_stride", "numel",
     "sym_numel", "dim", "is_contiguous", "sym_is_contiguous", "storage_offset",
     "sym_storage_offset", "is_strides_like_format", "is_non_overlapping_and_dense",
-    "resolve_conj", "resolve_neg", "detach_")) | {"prim.layout", "prim.device"}
+    "resolve_conj", "resolve_neg", "detach_", "as_strided_")) | {"prim.layout", "prim.device"}
 
 WRITE_ONLY_INPLACE = frozenset(f"aten.{n}" for n in (
     "copy_", "fill_", "zero_", "uniform_", "normal_", "random_", "bernoulli_", "exponential_"))
