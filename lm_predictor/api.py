@@ -43,6 +43,7 @@ class AnalysisResult:
     coverage: Any = None  # lm_predictor.coverage.CoverageReport when classes were covered
     parameters: int | None = None  # parameters of the model (tied tensors counted once)
     db: str | None = None  # the run database the run was stored in (None: not stored)
+    trace_method: str = ""  # the device, or the fallback that traced it (lm_predictor.fallback)
 
 
 def analyze(model_id: str, *, batch_size: int = 1, seq_len: int = 128,
@@ -137,7 +138,7 @@ def analyze(model_id: str, *, batch_size: int = 1, seq_len: int = 128,
 
     return AnalysisResult(run_id, out.meta, out.trace, out.recon, out.formulas, "; ".join(notes),
                           cross, estimates, kernel_estimates, step_estimate, report,
-                          count_parameters(out.model), stored_in)
+                          count_parameters(out.model), stored_in, out.method)
 
 
 def connect(db: str | os.PathLike[str] | None = None) -> Any:

@@ -27,7 +27,7 @@ padding?"), `pad_token_id in input_ids[:, [-1, 0]]` ("warn if padded"), `isinf(x
 Example:
     >>> from transformers import BioGptConfig
     >>> from lm_predictor.models import build_model, tiny_config
-    >>> from lm_predictor.inputs import build_inputs
+    >>> from lm_predictor.models.inputs import build_inputs
     >>> cfg = tiny_config(BioGptConfig())
     >>> make = lambda m, dev: build_inputs(m, cfg, batch_size=2, seq_len=8, device=dev,
     ...                                    attention_mask=False)
@@ -211,7 +211,7 @@ def trace_with_fallback(config: PretrainedConfig, model: torch.nn.Module,
     """Trace `model(**make_inputs(model, device))`, falling back as the module docstring says.
 
     `make_inputs(model, device)` builds the forward's keyword arguments for a model on `device`
-    (e.g. a closure over `lm_predictor.inputs.build_inputs`). `architecture` is the class to
+    (e.g. a closure over `lm_predictor.models.inputs.build_inputs`). `architecture` is the class to
     rebuild on CPU (default: what `build_model` picks for `config`); `cpu_max_weight_bytes`
     caps the weights built on CPU before truncating (default: half the free memory). Errors
     that are not about meta values propagate unchanged, as do errors of the CPU trace; with

@@ -111,6 +111,7 @@ class RunOutput:
     inputs: dict[str, Any]
     formulas: dict[str, dict[str, Any]] = field(default_factory=dict)
     note: str = ""
+    method: str = ""  # how it was traced: the device, or a fallback (lm_predictor.fallback)
 
 
 def formulas_used(trace_: Trace, registry: Registry) -> dict[str, dict[str, Any]]:
@@ -178,20 +179,37 @@ def trace_run(spec: RunSpec, registry: Registry | None, *, config: Any = None,
     train = spec.phase == "train"
     if train and spec.kv_len:
         raise ModelError("--phase train runs a whole sequence (no KV cache); drop --kv-len")
-    inputs = build_inputs(model, config, batch_size=spec.batch_size, seq_len=spec.seq_len,
-                          phase="prefill" if train else spec.phase, kv_len=spec.kv_len,
-                          device=spec.device, attention_mask=False)
+    built: dict[str, Any] = {}
+
+    def make_inputs(m: torch.nn.Module, device: str) -> dict[str, Any]:
+        built["inputs"] = build_inputs(m, config, batch_size=spec.batch_size,
+                                       seq_len=spec.seq_len,
+                                       phase="prefill" if train else spec.phase,
+                                       kv_len=spec.kv_len, device=device, attention_mask=False)
+        return built["inputs"]
+
     limit = getattr(config.get_text_config(), "max_position_embeddings", None)
+    method = spec.device
     say("tracing one training step (forward, loss, backward)" if train else
         "tracing one forward pass")
     try:
         if train:
             from tracing.train import trace_training_step
 
-            t = trace_training_step(model, inputs, attention_backward=spec.attention_backward,
+            t = trace_training_step(model, make_inputs(model, spec.device),
+                                    attention_backward=spec.attention_backward,
                                     checkpointing=spec.checkpointing)
         else:
-            t = forward_traced(model, inputs)
+            from lm_predictor.fallback import trace_with_fallback
+
+            traced = trace_with_fallback(config, model, make_inputs, spec.device,
+                                         architecture=type(model).__name__)
+            t, method = traced.trace, traced.method
+            if method != spec.device:
+                note = (note + "; " if note else "") + (
+                    f"traced by {method} ({'; '.join(traced.notes)})"
+                    + (f": the model was cut to {traced.truncated_layers} layers, so model "
+                       f"totals cover those layers only" if traced.truncated_layers else ""))
     except (RuntimeError, IndexError, ValueError, TypeError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         hint = (f"; the model accepts at most {limit} positions"
@@ -207,8 +225,8 @@ def trace_run(spec: RunSpec, registry: Registry | None, *, config: Any = None,
         say("reconciling")
         recon = reconcile(t, registry, spec.rtol)
         formulas = formulas_used(t, registry)
-    return RunOutput(spec, run_meta(spec, chash, label), t, recon, config, model, inputs,
-                     formulas, note)
+    return RunOutput(spec, run_meta(spec, chash, label), t, recon, config, model,
+                     built.get("inputs", {}), formulas, note, method)
 
 
 def rereconcile(out: RunOutput, registry: Registry) -> RunOutput:

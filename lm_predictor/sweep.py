@@ -213,7 +213,7 @@ def make_input_factory(spec: SweepType, config: Any, batch: int, seq_len: int) -
     """`make_inputs(model, device)` for the type's kind (see `lm_predictor.fallback`)."""
     import torch
 
-    from lm_predictor.inputs import build_inputs
+    from lm_predictor.models.inputs import build_inputs
 
     def make(model: Any, device: str) -> dict[str, Any]:
         if spec.kind == "vision":
@@ -310,12 +310,15 @@ CPU_FALLBACK_MAX_WEIGHT_BYTES = 1 << 30  # the sweep never builds more than 1 Gi
 
 
 def run_type(spec: SweepType, shape: tuple[int, int] = DEFAULT_SHAPE,
-             registry: Any = None, allow_cpu: bool = True) -> TypeResult:
+             registry: Any = None, allow_cpu: bool = True, cover: bool = False) -> TypeResult:
     """Build, trace and reconcile one type; every failure is recorded, never raised.
 
     Config attempts (`CONFIG_ATTEMPTS`) run in turn until one traces; `config_method` names the
     one used, `attempt_errors` what the earlier ones hit. When all fail, the error reported is
-    that of the attempt that got furthest (the earliest among equals)."""
+    that of the attempt that got furthest (the earliest among equals). With `cover`, a type
+    traced on plain meta that is not fully covered by the builtin formulas is covered as
+    `analyze` does (`lm_predictor.coverage.cover_model`, transfer then derivation, kept in
+    memory) and reconciled again; `coverage_by_source` then shows transferred and derived."""
     from formula_db.registry import Registry
     from lm_predictor.reconcile import reconcile
 
@@ -346,6 +349,18 @@ def run_type(spec: SweepType, shape: tuple[int, int] = DEFAULT_SHAPE,
         t = traced.trace
         registry = registry or Registry.default(include_user=False)
         recon = reconcile(t, registry, 0.0)
+        if cover and traced.method == "meta" and (recon.uncovered_classes or any(
+                r.error for r in recon.calls)):
+            from lm_predictor.coverage import cover_model
+            from lm_predictor.derive import with_entries
+
+            try:
+                report = cover_model(config, registry, store=False)
+            except Exception as exc:  # noqa: BLE001 - the builtin-only result still stands
+                result.method_notes.append(f"cover failed: {_error_line(exc)}")
+            else:
+                registry = with_entries(registry, list(report.entries))
+                recon = reconcile(t, registry, 0.0)
         result.calls = len(t.calls)
         result.classes = len({c.class_name for c in t.calls})
         result.coverage, result.coverage_by_source = _coverage_by_source(t, recon, registry)
@@ -381,7 +396,7 @@ def _runner(spec: SweepType) -> Any:
 
 
 def _worker(slot_id: int, tasks: Any, results: Any, shape: tuple[int, int],
-            threads: int) -> None:
+            threads: int, cover: bool = False) -> None:
     """Worker loop: import everything, say ("ready", slot_id), then for each (index, spec) put
     ("result", index, TypeResult); None stops it."""
     import warnings
@@ -394,7 +409,8 @@ def _worker(slot_id: int, tasks: Any, results: Any, shape: tuple[int, int],
 
     hf_logging.set_verbosity_error()
     from formula_db.registry import Registry
-    from lm_predictor import fallback, inputs, models, reconcile  # noqa: F401 - warm imports
+    from lm_predictor import fallback, reconcile  # noqa: F401 - warm imports
+    from lm_predictor.models import build, inputs  # noqa: F401
 
     registry = Registry.default(include_user=False)
     results.put(("ready", slot_id, None))
@@ -404,7 +420,8 @@ def _worker(slot_id: int, tasks: Any, results: Any, shape: tuple[int, int],
             return
         index, spec = task
         fn = _runner(spec)
-        result = fn(spec, shape, registry) if fn is run_type else fn(spec, shape)
+        result = (fn(spec, shape, registry, cover=cover) if fn is run_type
+                  else fn(spec, shape))
         results.put(("result", index, result))
 
 
@@ -435,6 +452,7 @@ class SweepError(RuntimeError):
 
 def run_sweep(types: list[SweepType], *, workers: int = 2, timeout_s: float = 120.0,
               shape: tuple[int, int] = DEFAULT_SHAPE, threads_per_worker: int = 1,
+              cover: bool = False,
               progress: Any = None) -> SweepResult:
     """Run every type in `workers` spawned processes (see the module docstring).
 
@@ -451,7 +469,8 @@ def run_sweep(types: list[SweepType], *, workers: int = 2, timeout_s: float = 12
     def spawn() -> _Slot:
         slot_id, tasks = next(ids), ctx.Queue()
         process = ctx.Process(target=_worker, daemon=True,
-                              args=(slot_id, tasks, results_q, shape, threads_per_worker))
+                              args=(slot_id, tasks, results_q, shape, threads_per_worker,
+                                    cover))
         process.start()
         return _Slot(slot_id, process, tasks, spawned=time.perf_counter())
 

@@ -132,6 +132,7 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     if args.json:
         out = summary(result.run_id, result.meta, result.trace, result.recon,
                       parameters=result.parameters, db=result.db)
+        out["trace_method"] = result.trace_method
         if result.coverage is not None:
             out["coverage_by_source"] = result.coverage.as_dict()
         if training is not None:

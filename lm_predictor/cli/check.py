@@ -18,7 +18,7 @@ import argparse
 import json
 from typing import Any
 
-from lm_predictor.cli._args import add_formulas_arg, tolerance
+from lm_predictor.cli._args import add_formulas_arg, positive_float, positive_int, tolerance
 from lm_predictor.errors import EXIT_CHECK_FAILED
 
 
@@ -26,7 +26,19 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("check", help="regression check: trace a suite, grade every formula",
                        description="Trace every model of a suite on meta, store the runs and "
                                    "fail when a formula mismatches or regressed.")
-    p.add_argument("--suite", default="zoo", help="'zoo' (default) or a suite JSON file")
+    p.add_argument("--suite", default="zoo",
+                   help="'zoo' (default), 'transformers' (every model type of the installed "
+                        "transformers, tiny configs, in worker processes) or a suite JSON file")
+    p.add_argument("--workers", type=positive_int, default=2,
+                   help="--suite transformers: worker processes (default 2)")
+    p.add_argument("--timeout", type=positive_float, default=120.0, metavar="SECONDS",
+                   help="--suite transformers: limit per model type (a hang or crash is "
+                        "reported, the sweep goes on)")
+    p.add_argument("--no-cover", action="store_true",
+                   help="--suite transformers: builtin formulas only (by default a type they "
+                        "do not fully cover is covered by transfer and derivation, in memory)")
+    p.add_argument("--only", metavar="TYPES",
+                   help="--suite transformers: comma-separated model types (default: all)")
     p.add_argument("--baseline", default="last", help="'last' (default), 'none' or a RUN_ID")
     p.add_argument("--rtol", type=tolerance, default=0.0, help="relative tolerance (default 0)")
     p.add_argument("--db", help="check database (default $LM_PREDICTOR_CHECK_DB or "
@@ -53,6 +65,12 @@ def unverified_entries(registry: Any) -> list[tuple[str, str | None]]:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
+    if args.suite == "transformers":
+        return cmd_sweep(args)
+    if args.only:
+        from lm_predictor.errors import UsageError
+
+        raise UsageError("--only applies to --suite transformers")
     import transformers
     from rich.console import Console
     from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
@@ -173,3 +191,73 @@ def render_check(console: Any, suite: str, runs: int, formulas: int, exact: int,
                       + (" ..." if len(stale) > 10 else ""))
     for line in regressions:
         console.print(f"[red]regression[/red] {escape(line)}")
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    """`check --suite transformers`: every model type traced in worker processes, stored in the
+    check database's `sweep_results`, summarised; exit 4 when a type that traced (or was fully
+    covered and exact) in the previous sweep no longer does."""
+    import dataclasses
+    import json as json_mod
+
+    import transformers
+    from rich.console import Console
+
+    from lm_predictor.settings import check_db_path
+    from lm_predictor.store import Store, queries
+    from lm_predictor.sweep import run_sweep, suite_types
+
+    types = suite_types()
+    if args.only:
+        wanted = {t.strip() for t in args.only.split(",") if t.strip()}
+        unknown = sorted(wanted - {t.model_type for t in types})
+        if unknown:
+            from lm_predictor.errors import ModelError
+
+            raise ModelError(f"unknown model type(s) {', '.join(unknown)} for transformers "
+                             f"{transformers.__version__}")
+        types = [t for t in types if t.model_type in wanted]
+    err = Console(stderr=True)
+    with err.status(f"sweeping {len(types)} model types with {args.workers} workers") as status:
+        def progress(result: object, done: int, total: int) -> None:
+            status.update(f"{done}/{total} model types ({getattr(result, 'model_type', '')})")
+
+        result = run_sweep(types, workers=args.workers, timeout_s=args.timeout,
+                           progress=progress, cover=not args.no_cover)
+    store = Store(check_db_path(args.db))
+    rows = [dataclasses.asdict(r) for r in result.results]
+    sweep_id = store.write_sweep(rows, transformers.__version__)
+    before = queries.previous_sweep(store, sweep_id)
+    broke = sorted(t for t, (traced, _) in before.items()
+                   if traced and not any(r["model_type"] == t and r["traced"] for r in rows))
+    lost = sorted(t for t, (_, full) in before.items()
+                  if full and not any(r["model_type"] == t and r["fully_covered_exact"]
+                                      for r in rows))
+    s = result.summary
+    if args.json:
+        print(json_mod.dumps({"sweep_id": sweep_id, "database": str(store.path),
+                              "summary": dataclasses.asdict(s), "no_longer_traced": broke,
+                              "no_longer_exact": lost}, indent=2, default=str))
+    else:
+        console = Console()
+        console.print(f"{'FAIL' if broke or lost else 'PASS'}: {s.traced} of {s.types} model "
+                      f"types traced (built {s.built}), {s.exact} exact on every call with a "
+                      f"formula, {s.fully_covered_exact} fully covered and exact "
+                      f"(transformers {transformers.__version__}, {s.wall_s:.0f} s)")
+        console.print("traced by method: " + ", ".join(f"{k} {v}" for k, v in
+                                                       sorted(s.traced_by_method.items())))
+        for source, cov in sorted(s.coverage_by_source.items()):
+            console.print(f"  coverage by {source}: FLOPs {100 * cov.get('flops', 0):.1f}%, "
+                          f"bytes {100 * cov.get('bytes', 0):.1f}% (mean over traced types)")
+        if s.failures_by_reason:
+            console.print("failures by reason:")
+            for reason, names in s.failures_by_reason.items():
+                console.print(f"  {len(names):3d}  {reason}: {', '.join(names)}",
+                              highlight=False)
+        if broke:
+            console.print(f"[red]no longer traced since the previous sweep[/red]: "
+                          f"{', '.join(broke)}")
+        if lost:
+            console.print(f"[red]no longer fully covered and exact[/red]: {', '.join(lost)}")
+    err.print(f"stored sweep {sweep_id} in {store.path} (table sweep_results)", highlight=False)
+    return EXIT_CHECK_FAILED if broke or lost else 0

@@ -8,14 +8,11 @@ generation would have left it.
 """
 from __future__ import annotations
 
-import copy
 import inspect
 from dataclasses import dataclass
 
 import torch
 from transformers import DynamicCache
-
-from lm_predictor.models.build import build_model
 
 
 @dataclass(frozen=True)
@@ -62,19 +59,27 @@ def param_dtype(model: torch.nn.Module) -> torch.dtype:
 
 
 def cache_layout(model: torch.nn.Module, *, dtype: torch.dtype | None = None) -> list[CacheLayer]:
-    """Per-layer KV-cache geometry, probed with a one-token forward on a meta twin of `model`.
+    """Per-layer KV-cache geometry, probed with a one-token forward of `model` itself: on meta
+    (value reads of boolean masks answered, see `lm_predictor.fallback.MetaScalarAnswers`), or
+    on the real device the model lives on (a model on cpu/cuda is never probed on meta).
 
     Empty for models without a cache (encoders). `dtype` defaults to the model's dtype."""
     if not supports_cache(model):
         return []
     dtype = dtype or param_dtype(model)
-    on_meta = all(p.device.type == "meta" for p in model.parameters())
-    twin = model if on_meta else build_model(copy.deepcopy(model.config), device="meta",
-                                             dtype=dtype)
-    cache = DynamicCache(config=twin.config)
-    ids = torch.empty((1, 1), dtype=torch.long, device="meta")
+    device = next((p.device for p in model.parameters()), torch.device("meta"))
+    cache = DynamicCache(config=model.config)
+    make = torch.empty if device.type == "meta" else torch.zeros
+    ids = make((1, 1), dtype=torch.long, device=device)
+    kwargs = {"input_ids": ids, "use_cache": True, cache_kwarg(model) or "cache": cache}
     with torch.inference_mode():
-        twin(input_ids=ids, use_cache=True, **{cache_kwarg(twin) or "cache": cache})
+        if device.type == "meta":
+            from lm_predictor.fallback import MetaScalarAnswers
+
+            with MetaScalarAnswers():
+                model(**kwargs)
+        else:
+            model(**kwargs)
     itemsize = torch.empty((), dtype=dtype).element_size()
     out = []
     for index, layer in enumerate(cache.layers):

@@ -58,30 +58,50 @@ def estimate_memory(config_or_model: PretrainedConfig | torch.nn.Module, *, batc
     `kv_len` cached ones, in `dtype`.
 
     - weights: parameter count of the meta-built model x itemsize (tied weights once).
-    - KV cache: the per-layer key/value shapes the model really caches (probed by a one-token
-      forward on meta, so MLA latents and sliding windows are exact) x (kv_len + seq_len) tokens,
-      sliding layers capped at their window.
+    - KV cache: on meta, the per-layer key/value shapes the model really caches (probed by a
+      one-token forward, so MLA latents and sliding windows are exact) x (kv_len + seq_len)
+      tokens, sliding layers capped at their window; for a config (sizing before a real
+      device is used) config arithmetic, an upper bound: layers x 2 x kv heads x head dim
+      (no forward pass at all, so `--device cpu` never probes on meta).
     - activations, a rough upper estimate of the live set at the peak of one inference forward
       pass (layers free their intermediates without autograd, so there is no factor of depth):
       B*S*(7*H + 3*I) for the residual stream, norms, q/k/v, attention output and the gated MLP
       (I = max(intermediate, top_k * expert intermediate)), + 2*B*heads*S*(S + kv) for the eager
       attention scores and their softmax (SDPA/flash kernels need less), + B*S*V for the logits.
     """
+    itemsize = torch.empty((), dtype=dtype).element_size()
+    tokens = kv_len + seq_len
     if isinstance(config_or_model, torch.nn.Module):
         model, config = config_or_model, config_or_model.config
+        kv = sum(lay.bytes_per_token * min(tokens, lay.window or tokens)
+                 for lay in cache_layout(model, dtype=dtype)) * batch_size
     else:
         config = config_or_model
-        model = build_model(config, device="meta", dtype=dtype)
-    itemsize = torch.empty((), dtype=dtype).element_size()
+        model = build_model(config, device="meta", dtype=dtype)  # parameters only: no forward
+        kv = kv_bytes_from_config(config, tokens, itemsize) * batch_size
     weights = count_parameters(model) * itemsize
-    tokens = kv_len + seq_len
-    kv = sum(lay.bytes_per_token * min(tokens, lay.window or tokens)
-             for lay in cache_layout(model, dtype=dtype)) * batch_size
     dims = _text_dims(config)
     b, s = batch_size, seq_len
     act = (b * s * (7 * dims["hidden"] + 3 * dims["inter"])
            + 2 * b * dims["heads"] * s * tokens + b * s * dims["vocab"]) * itemsize
     return MemoryEstimate(weights, act, kv, weights + act + kv)
+
+
+def kv_bytes_from_config(config: PretrainedConfig, tokens: int, itemsize: int) -> int:
+    """Upper bound of one sequence's KV cache from the config alone: layers x (keys + values) x
+    kv heads x head dim x tokens x itemsize (0 for models without a cache)."""
+    c = config.get_text_config()
+    if getattr(config, "is_encoder_decoder", False) or not getattr(c, "use_cache", True):
+        return 0
+    layers = next((getattr(c, k) for k in ("num_hidden_layers", "n_layer", "num_layers")
+                   if isinstance(getattr(c, k, None), int)), 0)
+    heads = next((getattr(c, k) for k in ("num_attention_heads", "n_head", "num_heads")
+                  if isinstance(getattr(c, k, None), int)), 0)
+    kv_heads = getattr(c, "num_key_value_heads", None) or heads
+    hidden = next((getattr(c, k) for k in ("hidden_size", "n_embd", "d_model")
+                   if isinstance(getattr(c, k, None), int)), 0)
+    head_dim = getattr(c, "head_dim", None) or (hidden // heads if heads else 0)
+    return 2 * layers * int(kv_heads) * int(head_dim) * tokens * itemsize
 
 
 def available_bytes(device: str) -> int | None:

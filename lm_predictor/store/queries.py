@@ -120,3 +120,12 @@ def call_tree(store: Store, run_ids: list[str]) -> list[tuple[Any, ...]]:
         "SELECT run_id, call_id, parent_call_id, module_path, class_name, wall_time_s FROM calls "
         "WHERE list_contains(?, run_id) ORDER BY run_id, call_id", [run_ids])
     return rows
+
+
+def previous_sweep(store: Store, sweep_id: str) -> dict[str, tuple[bool, bool]]:
+    """{model_type: (traced, fully_covered_exact)} of the sweep stored before `sweep_id` (empty
+    when there is none)."""
+    _, rows = store.query(
+        "SELECT model_type, traced, fully_covered_exact FROM sweep_results WHERE sweep_id = "
+        "(SELECT max(sweep_id) FROM sweep_results WHERE sweep_id < ?)", [sweep_id])
+    return {r[0]: (bool(r[1]), bool(r[2])) for r in rows}

@@ -16,7 +16,7 @@ import duckdb
 from lm_predictor.errors import StoreError
 from lm_predictor.settings import DB_ENV
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 SCHEMA_FILE = Path(__file__).with_name("schema.sql")
 Connection = duckdb.DuckDBPyConnection
 Migration = Callable[[Connection], None]
@@ -81,8 +81,37 @@ def _migrate_3_to_4(con: Connection) -> None:
 
 # from-version -> function upgrading a database from that version to the next one. Migrations
 # are frozen once released: each states its own DDL, never "whatever schema.sql says now".
+def _migrate_4_to_5(con: Connection) -> None:
+    """Version 5 adds `sweep_results`: one row per model type of each transformers-wide sweep
+    (`check --suite transformers`)."""
+    con.execute("""
+    CREATE TABLE IF NOT EXISTS sweep_results (
+        sweep_id              VARCHAR NOT NULL,     -- one `check --suite transformers` run
+        created_at            TIMESTAMP NOT NULL,   -- UTC
+        transformers_version  VARCHAR,
+        model_type            VARCHAR NOT NULL,
+        kind                  VARCHAR,              -- causal | encoder | seq2seq | vision
+        architecture          VARCHAR,
+        built                 BOOLEAN,
+        traced                BOOLEAN,
+        method                VARCHAR,              -- meta | meta+answered-scalars | cpu | cpu-truncated
+        config_method         VARCHAR,              -- which config attempt traced
+        stage                 VARCHAR,              -- the last stage reached
+        reason                VARCHAR,              -- normalised failure reason (grouping key)
+        error                 VARCHAR,
+        calls                 INTEGER,
+        coverage_flops        DOUBLE,
+        coverage_bytes        DOUBLE,
+        exact                 BOOLEAN,              -- every call with a formula exact
+        fully_covered_exact   BOOLEAN,
+        seconds               DOUBLE,
+        details               JSON,                 -- the whole TypeResult
+        PRIMARY KEY (sweep_id, model_type)
+    )""")
+
+
 MIGRATIONS: dict[int, Migration] = {0: _migrate_0_to_1, 1: _migrate_1_to_2, 2: _migrate_2_to_3,
-                                     3: _migrate_3_to_4}
+                                     3: _migrate_3_to_4, 4: _migrate_4_to_5}
 
 
 def schema_sql() -> str:

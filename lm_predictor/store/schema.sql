@@ -338,3 +338,28 @@ CREATE TABLE IF NOT EXISTS agent_runs (
     transcript_path       VARCHAR,
     error                 VARCHAR
 );
+
+-- one row per model type of each transformers-wide sweep (schema 5)
+CREATE TABLE IF NOT EXISTS sweep_results (
+    sweep_id          VARCHAR NOT NULL,     -- one `check --suite transformers` run
+    created_at        TIMESTAMP NOT NULL,   -- UTC
+    transformers_version  VARCHAR,
+    model_type        VARCHAR NOT NULL,
+    kind          VARCHAR,          -- causal | encoder | seq2seq | vision
+    architecture      VARCHAR,
+    built         BOOLEAN,
+    traced        BOOLEAN,
+    method        VARCHAR,          -- meta | meta+answered-scalars | cpu | cpu-truncated
+    config_method     VARCHAR,          -- which config attempt traced
+    stage         VARCHAR,          -- the last stage reached
+    reason        VARCHAR,          -- normalised failure reason (grouping key)
+    error         VARCHAR,
+    calls         INTEGER,
+    coverage_flops    DOUBLE,
+    coverage_bytes    DOUBLE,
+    exact         BOOLEAN,          -- every call with a formula exact
+    fully_covered_exact   BOOLEAN,
+    seconds           DOUBLE,
+    details           JSON,         -- the whole TypeResult
+    PRIMARY KEY (sweep_id, model_type)
+);

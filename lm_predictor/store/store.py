@@ -303,6 +303,26 @@ class Store:
         self._transaction(write, f"predicted run {run_id} of {meta.model_id}")
         return run_id
 
+    def write_sweep(self, rows: list[dict[str, Any]], transformers_version: str) -> str:
+        """Store one transformers-wide sweep (`dataclasses.asdict(TypeResult)` rows) in one
+        transaction; returns its sweep_id."""
+        sweep_id = new_run_id()
+        now = datetime.datetime.now(datetime.timezone.utc).replace(tzinfo=None)
+
+        def write(con: Connection) -> None:
+            for r in rows:
+                con.execute(
+                    "INSERT INTO sweep_results VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, "
+                    "?, ?, ?, ?, ?, ?)",
+                    [sweep_id, now, transformers_version, r["model_type"], r["kind"],
+                     r.get("architecture"), r["built"], r["traced"], r.get("method"),
+                     r.get("config_method"), r["stage"], r.get("reason"), r.get("error"),
+                     r["calls"], r["coverage"].get("flops"), r["coverage"].get("bytes"),
+                     r["exact"], r["fully_covered_exact"], r["seconds"], _json(r)])
+
+        self._transaction(write, f"sweep {sweep_id}")
+        return sweep_id
+
     def write_agent_run(self, row: list[Any]) -> None:
         """Append one formula-agent run to `agent_runs` (columns in schema.sql order)."""
         placeholders = ", ".join("?" for _ in row)

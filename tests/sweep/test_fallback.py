@@ -10,7 +10,7 @@ from transformers import BartConfig, BioGptConfig, DebertaV2Config, XLMConfig
 from formula_db.registry import Registry
 from lm_predictor.fallback import (FallbackTrace, MetaScalarAnswers, layer_count,
                                    trace_with_fallback, truncated_config)
-from lm_predictor.inputs import build_inputs
+from lm_predictor.models.inputs import build_inputs
 from lm_predictor.models import build_model, load_preset, tiny_config
 from lm_predictor.reconcile import reconcile
 from tracing import Trace, trace
@@ -130,18 +130,43 @@ def test_other_errors_are_not_swallowed() -> None:
 
 
 def test_cache_probe_of_meta_failing_model_works_under_answers() -> None:
-    """`inputs.cache_layout` probes with a one-token meta forward, which BART fails; under
-    MetaScalarAnswers it gets the cache geometry the CPU model really keeps."""
-    from lm_predictor.inputs import cache_layout
+    """`cache_layout` probes with a one-token forward, which BioGPT fails on plain meta; the
+    probe runs under MetaScalarAnswers on meta (and on the model's own device otherwise) and
+    gets the cache geometry the CPU model really keeps."""
+    from lm_predictor.models.cache import cache_layout
 
     config = tiny_config(BioGptConfig())
-    model = build_model(config)
     with pytest.raises(RuntimeError, match="meta"):
-        cache_layout(model)
-    answers = MetaScalarAnswers()
-    with answers:
-        layout = cache_layout(model)
-    assert dict(answers.answered) == {"aten.all": 1}
+        build_model(config)(input_ids=torch.empty((1, 1), dtype=torch.long, device="meta"))
+    layout = cache_layout(build_model(config))
+    on_cpu = cache_layout(build_model(config, device="cpu"))
     heads, dim = config.num_attention_heads, config.hidden_size // config.num_attention_heads
     assert [(c.key_heads, c.key_dim, c.value_heads, c.value_dim) for c in layout] == [
         (heads, dim, heads, dim)] * config.num_hidden_layers
+    assert layout == on_cpu
+
+
+def test_analyze_names_the_method_for_a_meta_failing_model(tmp_path, capsys) -> None:
+    """`analyze` on tiny BART (its forward reads a mask value on meta) traces through the
+    answered-scalar fallback, says so in JSON and in the note, and equals a CPU analysis."""
+    import json
+
+    from transformers import BartConfig
+
+    from lm_predictor.cli import main
+    from lm_predictor.models import tiny_config
+
+    path = tmp_path / "config.json"
+    tiny_config(BartConfig()).to_json_file(str(path))
+    runs = {}
+    for device in ("meta", "cpu"):
+        assert main(["analyze", "--model-id", str(path), "--seq-len", "8", "--device", device,
+                     "--no-store", "--no-cover", "--json"]) == 0
+        out, err = capsys.readouterr()
+        runs[device] = json.loads(out)
+        if device == "meta":
+            assert "traced by meta+answered-scalars" in " ".join(err.split())
+    assert runs["meta"]["trace_method"] == "meta+answered-scalars"
+    assert runs["cpu"]["trace_method"] == "cpu"
+    for m in ("flops", "vector_flops", "bytes_read", "bytes_written"):
+        assert runs["meta"]["totals"]["measured"][m] == runs["cpu"]["totals"]["measured"][m]
