@@ -60,6 +60,17 @@ def dtype_info(dtype: object) -> DTypeInfo:
     raise UnknownDTypeError(f"unknown dtype {dtype!r}; use one of {known}")
 
 
+def config_dtype_name(config: object) -> str:
+    """The model dtype a config asks for (`dtype` / `torch_dtype`, as a transformers config or
+    its JSON dict holds it), when it is one of MODEL_DTYPES; float32 otherwise."""
+    for name in ("dtype", "torch_dtype"):
+        value = config.get(name) if isinstance(config, dict) else getattr(config, name, None)
+        text = str(value or "").strip().lower().removeprefix("torch.")
+        if text in MODEL_DTYPES:
+            return text
+    return "float32"
+
+
 def itemsize(dtype: object) -> float:
     """Bytes per element of a dtype in any spelling."""
     return dtype_info(dtype).itemsize

@@ -48,7 +48,7 @@ class AnalysisResult:
 
 def analyze(model_id: str, *, batch_size: int = 1, seq_len: int = 128,
             phase: Literal["prefill", "decode", "train"] = "prefill", kv_len: int = 0,
-            dtype: str = "float32", device: str = "meta", rtol: float = 0.0,
+            dtype: str | None = None, device: str = "meta", rtol: float = 0.0,
             counter: Literal["dispatch", "fvcore"] = "dispatch",
             db: str | os.PathLike[str] | None = "", registry: Registry | None = None,
             formulas: str | None = None, progress: Progress | None = None,
@@ -73,6 +73,16 @@ def analyze(model_id: str, *, batch_size: int = 1, seq_len: int = 128,
     backward op attributed to the module whose forward produced it) with `attention_backward`
     (flash by default, as CPUs and GPUs run it; math) and optional activation `checkpointing`."""
     say = progress or (lambda _msg: None)
+    config = None
+    resolved_note = ""
+    if dtype is None:  # the dtype the config is published in (torch_dtype), else float32
+        from formula_db.units import config_dtype_name
+        from lm_predictor.run import resolve
+
+        say(f"resolving {model_id}")
+        resolved = resolve(RunSpec(model_id))
+        config, resolved_note = resolved.config, resolved.note
+        dtype = config_dtype_name(config)
     spec = RunSpec(model_id, batch_size=batch_size, seq_len=seq_len, phase=phase, kv_len=kv_len,
                    dtype=dtype, device=device, rtol=rtol,
                    counter="dispatch+fvcore" if counter == "fvcore" else "dispatch",
@@ -84,7 +94,9 @@ def analyze(model_id: str, *, batch_size: int = 1, seq_len: int = 128,
         target = load_catalog().get(hardware)
         target.matmul_peak(dtype)  # a device without this dtype fails before any work
     registry = registry or Registry.default(formulas)
-    out = trace_run(spec, registry, progress=say)
+    out = trace_run(spec, registry, config=config, progress=say)
+    if resolved_note:
+        out.note = "; ".join(n for n in (resolved_note, out.note) if n)
     cross: list[Any] = []
     if counter == "fvcore":
         from lm_predictor.crosscheck import fvcore_cross_check

@@ -25,7 +25,9 @@ def test_predict_sweep_matches_fresh_traces(tmp_path: Path, capsys: pytest.Captu
     assert [(p["batch_size"], p["seq_len"]) for p in out["points"]] == [(1, 5), (1, 7), (3, 5), (3, 7)]
     config = load_preset(MODEL)
     for point in (out["points"][0], out["points"][3]):
-        measured = trace_config(config, point["batch_size"], point["seq_len"]).totals.as_dict()
+        # --dtype defaults to the config's torch_dtype: bfloat16 for Llama-3.1-8B
+        measured = trace_config(config, point["batch_size"], point["seq_len"],
+                                dtype="bfloat16").totals.as_dict()
         assert {m: point[m] for m in measured} == measured
     rows = Store(db).query("SELECT kind, count(*) FROM runs JOIN predictions USING (run_id) "
                            "GROUP BY kind")[1]
@@ -36,7 +38,8 @@ def test_decode_prediction_matches_a_decode_trace(capsys: pytest.CaptureFixture[
     assert main(["predict", "--model-id", MODEL, "--phase", "decode", "--kv-len", "9",
                  "--batch-size", "3", "--no-store", "--json"]) == 0
     point = json.loads(capsys.readouterr().out)["points"][0]
-    measured = trace_config(load_preset(MODEL), 3, 1, "decode", 9).totals.as_dict()
+    measured = trace_config(load_preset(MODEL), 3, 1, "decode", 9,
+                            dtype="bfloat16").totals.as_dict()
     assert {m: point[m] for m in measured} == measured
 
 
@@ -50,7 +53,7 @@ def test_formula_closed_form_evaluates_to_the_prediction(capsys: pytest.CaptureF
     # rebuild the printed closed form's value through the API (sympy object, not parsed text)
     from lm_predictor.predict.predictor import Predictor
 
-    expr = Predictor.for_model(MODEL).closed_form("flops")
+    expr = Predictor.for_model(MODEL, dtype="bfloat16").closed_form("flops")
     assert str(expr) == text.removeprefix("flops = ")
     value = expr.subs({symbol("batch"): 3, symbol("seq_len"): 11, symbol("kv_len"): 0})
     assert isinstance(value, sympy.Integer) and int(value) == want

@@ -25,7 +25,7 @@ from lm_predictor.fmt import pct, si
 from lm_predictor.reconcile import reconcile
 from lm_predictor.report import call_rows, csv_rows, render, summary
 from lm_predictor.results import RunMeta
-from lm_predictor.store import Store
+from lm_predictor.store import SCHEMA_VERSION, Store
 from tracing import trace
 
 WIDTH = 80
@@ -338,6 +338,6 @@ def test_schema_3_database_gains_the_views(toy: dict[str, Any], tmp_path: Path) 
     store.query("DROP VIEW calls_self", read_only=False)
     store.query("DROP VIEW run_status", read_only=False)
     store.query("UPDATE meta SET value = '3' WHERE key = 'schema_version'", read_only=False)
-    assert Store(db).migrate() == (3, 4)
+    assert Store(db).migrate() == (3, SCHEMA_VERSION)
     _, rows = Store(db).query("SELECT count(*) FROM calls_self WHERE run_id = ?", [run_id])
     assert rows == [(len(toy["trace"].calls),)]

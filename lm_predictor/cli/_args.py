@@ -108,8 +108,9 @@ def add_formulas_arg(p: argparse.ArgumentParser) -> None:
 
 
 def add_dtype_arg(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--dtype", choices=MODEL_DTYPES, default="float32",
-                   help="model dtype (default float32)")
+    p.add_argument("--dtype", choices=MODEL_DTYPES, default=None,
+                   help="model dtype (default: the config's torch_dtype, as the model is "
+                        "published and run; float32 when the config names none)")
 
 
 def add_model_args(p: argparse.ArgumentParser) -> None:

@@ -409,14 +409,10 @@ def run_memory(args: argparse.Namespace) -> int:
 
 
 def _config_dtype(config: object) -> str:
-    """The config's `torch_dtype` / `dtype` when it is a model dtype, else bfloat16."""
-    from formula_db.units import MODEL_DTYPES
+    """The config's `torch_dtype` / `dtype` (see `formula_db.units.config_dtype_name`)."""
+    from formula_db.units import config_dtype_name
 
-    for name in ("dtype", "torch_dtype"):
-        value = str(getattr(config, name, "") or "").removeprefix("torch.")
-        if value in MODEL_DTYPES:
-            return value
-    return "bfloat16"
+    return config_dtype_name(config)
 
 
 def _train_memory(args: argparse.Namespace, resolved: Any, device: Any) -> int:

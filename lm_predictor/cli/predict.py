@@ -96,6 +96,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
         if started:
             status.stop()
     rows = prediction.rows
+    args.dtype = prediction.dtype  # the config's dtype when --dtype was not given
     if args.hardware:
         from hardware.catalog import load_catalog
         from hardware.roofline import estimate_totals
@@ -193,8 +194,13 @@ def cmd_formula(args: argparse.Namespace) -> int:
 
     check_model_id(args.model_id)
     resolved = resolve_config(args.model_id, hf_token=settings.hf_token())
+    from formula_db.units import config_dtype_name
+
+    dtype = args.dtype or config_dtype_name(resolved.config)
     predictor = Predictor.for_config(resolved.config, args.model_id,
-                                     Registry.default(args.formulas), args.dtype)
+                                     Registry.default(args.formulas), dtype)
+    print(f"{resolved.model_id}, {dtype}: closed forms in batch, seq_len, kv_len",
+          file=sys.stderr)
     metrics = METRICS if args.metric == "all" else (args.metric,)
     for m in metrics:
         print(f"{m} = {predictor.closed_form(m)}")

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, Callable, Literal
 
 from formula_db.paths import builtin_paths, fingerprint, user_db_path
-from formula_db.units import METRICS
+from formula_db.units import METRICS, config_dtype_name
 from lm_predictor import settings
 from lm_predictor.models.presets import find_preset, local_config_file, looks_like_path, read_json_object
 from lm_predictor.predict import cache
@@ -90,7 +90,7 @@ def _evaluate_trees(cached: cache.CachedModel, points: list[Point]) -> list[dict
 
 
 def predict_points(model_id: str, points: list[Point], *, phase: str = "prefill",
-                   dtype: str = "float32", formulas: str | None = None,
+                   dtype: str | None = None, formulas: str | None = None,
                    progress: Callable[[str], None] | None = None) -> Prediction:
     """Metrics at every point (see the module docstring for the route taken). `progress` is
     told what runs whenever the work may take more than a moment (a cache miss)."""
@@ -98,6 +98,7 @@ def predict_points(model_id: str, points: list[Point], *, phase: str = "prefill"
     raw = raw_config(model_id)
     key = None
     if raw is not None:
+        dtype = dtype or config_dtype_name(raw.data)
         key = cache.cache_key(raw.data, dtype, formulas_fingerprint(formulas))
         cached = cache.load(key)
         if cached is not None:
@@ -126,6 +127,7 @@ def predict_points(model_id: str, points: list[Point], *, phase: str = "prefill"
         f"once and cached)")
     resolved = resolve_config(model_id, hf_token=settings.hf_token())
     say("building closed forms")
+    dtype = dtype or config_dtype_name(resolved.config)
     predictor = Predictor.for_config(resolved.config, model_id, Registry.default(formulas), dtype)
     say(f"evaluating {len(points)} point{'s' if len(points) != 1 else ''}")
     values = [predictor.point(*p) for p in points] if len(points) == 1 else predictor.sweep(points)
