@@ -124,3 +124,10 @@ def test_predict_with_hardware_checks_that_the_point_fits(
     assert row.split()[-4:] == ["—", "—", "no", "fit"]
     assert "does not fit H100-SXM: 550 GB KV cache + 16.1 GB weights" in " ".join(text.split())
     assert all(len(line) <= 80 for line in text.splitlines())
+    # a model whose footprint cannot be measured still gets its times, and says so
+    assert main([*args[:-3], "--hardware", "H100-SXM", "--dtype", "float16", "--no-store",
+                 "--json"]) == 0
+    captured = capsys.readouterr()
+    assert "memory fit not checked" in captured.err
+    unsized = json.loads(captured.out)["points"]
+    assert all(p["fits"] is None and p["time_s"] > 0 for p in unsized)

@@ -105,8 +105,11 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
         device = load_catalog().get(args.hardware)
         say("sizing weights and KV cache (a meta build, once per config and dtype)")
+        fp, unsized = None, ""
         try:
             fp = footprint(args.model_id, args.dtype)
+        except Exception as exc:  # noqa: BLE001 - a model that cannot be built on meta still gets times
+            unsized = f"memory fit not checked ({' '.join(str(exc).split())[:200]})"
         finally:
             if started:
                 status.stop()
@@ -114,14 +117,17 @@ def cmd_predict(args: argparse.Namespace) -> int:
             est = estimate_totals(row["flops"], row["vector_flops"], row["bytes_read"],
                                   row["bytes_written"], device, args.dtype)
             tokens = row["batch_size"] * row["seq_len"]
-            check = fit_check(fp, device.capacity_bytes, batch=row["batch_size"],
-                              seq_len=row["seq_len"], kv_len=row["kv_len"],
-                              activation_bytes=row["activation_bytes"])
+            fit = {"fits": None, "memory": unsized}
+            if fp is not None:
+                fit = fit_check(fp, device.capacity_bytes, batch=row["batch_size"],
+                                seq_len=row["seq_len"], kv_len=row["kv_len"],
+                                activation_bytes=row["activation_bytes"]).to_json()
             row.update(hardware=device.name, time_s=est.estimate_s, bound=est.bound,
                        ms_per_step=1e3 * est.estimate_s,
                        ms_per_token=1e3 * est.estimate_s / tokens,
-                       tokens_per_s=tokens / est.estimate_s if est.estimate_s else None,
-                       **check.to_json())
+                       tokens_per_s=tokens / est.estimate_s if est.estimate_s else None, **fit)
+        if unsized:
+            print(unsized, file=sys.stderr)
     run_id = None
     if not args.no_store:
         from lm_predictor.predict.cache import installed_version
@@ -200,9 +206,9 @@ def print_points(args: argparse.Namespace, rows: list[dict], console: Any) -> No
             cells.append(si(moved))
         else:
             cells += [si(r["bytes_read"]), si(r["bytes_written"]), si(r["activation_bytes"])]
-        if args.hardware and r["fits"]:
-            cells += [si(r["memory_bytes"]), si(r["time_s"] * 1e3), si(r.get("tokens_per_s")),
-                      r["bound"]]
+        if args.hardware and r["fits"] is not False:
+            cells += [si(r.get("memory_bytes")), si(r["time_s"] * 1e3),
+                      si(r.get("tokens_per_s")), r["bound"]]
         elif args.hardware:
             cells += [f"[red]{si(r['memory_bytes'])}[/red]", "—", "—", "[red]no fit[/red]"]
             misfits.append(f"batch {r['batch_size']} · seq {r['seq_len']} · kv {r['kv_len']}: "
