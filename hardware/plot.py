@@ -45,10 +45,10 @@ from hardware.report import human_time
 from hardware.roofline import ClassTime, Peaks, TraceEstimate
 
 TOP_CLASSES = 12
-# 12 distinct colours: matplotlib's tab10 with magenta for its gray, then teal and navy (none
+# 12 distinct colours: matplotlib's tab10 with mint for its gray, then teal and navy (none
 # is the roofs' black or gray, or the lightgray of "other")
 PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2",
-           "#bcbd22", "#17becf", "#f032e6", "#469990", "#000075")
+           "#bcbd22", "#17becf", "#aaffc3", "#469990", "#000075")
 OTHER_COLOR = "lightgray"
 Source = Literal["measured", "calibrated", "estimate"]
 
