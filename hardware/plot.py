@@ -9,6 +9,8 @@ Each module class is a point whose y comes from the best time available (`point_
 - `measured`: the run was timed on a device of the kind estimated (`show_measured`, e.g. a cpu
   run against the calibrated local cpu): y = FLOPs / measured self time — how far below the
   roof the class really ran. The model's estimate is the small hollow marker joined to it.
+  Self times of a traced run include the tracer's overhead (hooks, op counting); the title
+  says so.
 - `calibrated`: no comparable timing, but the device has fitted efficiency factors or per-op /
   per-call overheads: y = FLOPs / estimated time under those factors (below the peak roofs).
 - `estimate`: neither: y = FLOPs / the roofline's own estimate, which lies on the roof by
@@ -134,7 +136,7 @@ def plot_points(est: TraceEstimate, show_measured: bool = True) -> list[ClassPoi
 
 def plot_figure(est: TraceEstimate, show_measured: bool = True) -> Figure:
     """The two-panel figure (see the module docstring)."""
-    fig = Figure(figsize=(15, 6.2), layout="constrained")
+    fig = Figure(figsize=(15, 7.4), layout="constrained")
     FigureCanvasAgg(fig)
     roof_ax, bar_ax = fig.subplots(1, 2, gridspec_kw={"width_ratios": [1.2, 1]})
     points = plot_points(est, show_measured)
@@ -159,7 +161,8 @@ def plot_estimates(est: TraceEstimate, path: str | os.PathLike[str],
 
 _SOURCE_TEXT = {
     "measured": "points: measured attained FLOP/s (FLOPs / measured self time); "
-                "hollow: the model's estimate",
+                "hollow: the model's estimate\n(times of the traced run: the tracer's hooks "
+                "and op counting are included)",
     "calibrated": "points: calibrated estimate (fitted efficiency factors and overheads); "
                   "no measured times for this device",
     "estimate": "points: the model's own estimate, on the roof by construction "
@@ -223,7 +226,8 @@ def _roofline(est: TraceEstimate, ax: Axes, points: list[ClassPoint]) -> None:
     ax.set_xlabel("arithmetic intensity (FLOP/byte, own work of the class)")
     ax.set_ylabel("attained FLOP/s (matmul + vector)")
     ax.grid(True, which="both", alpha=0.3)
-    legend = ax.legend(handles, labels, fontsize=7, loc="lower right")
+    legend = ax.legend(handles, labels, fontsize=7, loc="upper center", ncol=2,
+                       bbox_to_anchor=(0.5, -0.12))  # below the axes: never over a point
     for handle in legend.legend_handles:  # markers at one size in the legend
         if hasattr(handle, "set_sizes"):
             handle.set_sizes([40])
