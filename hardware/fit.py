@@ -32,6 +32,9 @@ best feasible one kept. `FitResult.at_bound` names the factors that ended on a b
 
 MAPE = mean over samples of |estimate − measured| / measured, in percent. `split` holds out
 every third group (run, or shape) so "after" is reported on samples not used for fitting.
+`fit` refuses (`NotEnoughSamples`) data too thin for that: each factor that is free (its work
+occurs in the samples) needs one fit sample, and the held-out error needs one held-out sample;
+k factors fitted to k or fewer samples reproduce them exactly, and a 0% error would be reported.
 
 Example:
     >>> peaks = Peaks(matmul=1e12, vector=1e11, bandwidth=1e11)
@@ -57,6 +60,14 @@ BOUNDS: dict[str, tuple[float, float]] = {"matmul": (0.01, 2.0), "vector": (0.01
                                           "call_overhead_s": (0.0, 1e-3)}
 OVERHEADS = ("op_overhead_s", "call_overhead_s")
 START_GRID = (1.0, 0.3, 0.1)  # starting efficiencies per roof for the multi-start search
+
+
+class NotEnoughSamples(HardwareError):
+    """Too few samples to fit the free factors and still hold one out (see `check_enough`)."""
+
+    def __init__(self, message: str, *, needed: int, have: int, free: list[str]) -> None:
+        super().__init__(message)
+        self.needed, self.have, self.free = needed, have, free
 
 
 @dataclass(frozen=True)
@@ -251,14 +262,53 @@ def split(samples: Sequence[Sample], every: int = 3) -> tuple[list[Sample], list
             [s for i, s in enumerate(samples) if i % every == 1])
 
 
+def free_factors(samples: Sequence[Sample], peaks: Peaks, fit_overhead: bool = True
+                 ) -> list[str]:
+    """The factors a fit of `samples` can move: a roof whose work occurs in some sample, and
+    the op overhead when fitted and some sample runs ops (as `_alternate` decides)."""
+    items = [w for s in samples if s.measured_s > 0 for w in s.items]
+    used = {"matmul": any(w.flops for w in items),
+            "vector": bool(peaks.vector) and any(w.vector_flops for w in items),
+            "memory": any(w.bytes for w in items),
+            "op_overhead": fit_overhead and any(w.ops for w in items)}
+    return [name for name, on in used.items() if on]
+
+
+def _split_sizes(n_groups: int, every: int) -> tuple[int, int]:
+    """(fit, held-out) group counts `split` gives for `n_groups` groups of one sample each."""
+    held = sum(1 for i in range(n_groups) if i % every == 1) if every > 1 else 0
+    return n_groups - held, held
+
+
+def check_enough(samples: Sequence[Sample], peaks: Peaks, hold_out_every: int = 3,
+                 fit_overhead: bool = True) -> tuple[list[Sample], list[Sample]]:
+    """The (fit, held-out) split of `samples`, or `NotEnoughSamples` when the fit part has fewer
+    samples than free factors, or (with `hold_out_every` > 1) nothing is held out. `needed` is
+    the least number of samples (one per group, as at run level) that would do."""
+    usable = [s for s in samples if s.measured_s > 0]
+    free = free_factors(usable, peaks, fit_overhead)
+    k = max(1, len(free))
+    fit_part, held = split(usable, hold_out_every) if hold_out_every > 1 else (usable, [])
+    if len(fit_part) >= k and (held or hold_out_every == 1):
+        return fit_part, held
+    needed = next(n for n in range(1, 10 * (k + hold_out_every))
+                  if _split_sizes(n, hold_out_every)[0] >= k
+                  and (hold_out_every == 1 or _split_sizes(n, hold_out_every)[1] >= 1))
+    held_text = (f" and 1 held out (every {hold_out_every}-th group)" if hold_out_every > 1
+                 else "")
+    raise NotEnoughSamples(
+        f"{len(usable)} sample(s) ({len(fit_part)} fit, {len(held)} held out) are too few: "
+        f"{k} free factor(s) ({', '.join(free) or 'none'}) need at least {k} fit sample(s)"
+        f"{held_text}, i.e. {needed} samples", needed=needed, have=len(usable), free=free)
+
+
 def fit(samples: Sequence[Sample], peaks: Peaks, start: Factors | None = None, *,
         hold_out_every: int = 3, fit_overhead: bool = True) -> FitResult:
-    """Split, fit on the fit part, and report MAPE before/after overall and per label."""
+    """Split, fit on the fit part, and report MAPE before/after overall and per label.
+    Raises `NotEnoughSamples` when the split leaves fewer fit samples than free factors or no
+    held-out sample (`hold_out_every=1` asks for no hold-out)."""
     start = start or Factors(Efficiency())
-    if hold_out_every > 1 and len(samples) >= hold_out_every:
-        fit_part, held = split(samples, hold_out_every)
-    else:
-        fit_part, held = list(samples), []
+    fit_part, held = check_enough(samples, peaks, hold_out_every, fit_overhead)
     factors, iterations = fit_factors(fit_part, peaks, start, fit_overhead=fit_overhead)
     by_label: dict[str, dict[str, float | int | None]] = {}
     for label in sorted({s.label for s in samples}):

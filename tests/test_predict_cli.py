@@ -83,3 +83,54 @@ def test_predict_with_hardware_is_memory_bound_in_decode(capsys: pytest.CaptureF
     memory_s = (point["bytes_read"] + point["bytes_written"]) / 3350e9
     assert point["time_s"] == pytest.approx(memory_s, rel=0.05)
     assert point["ms_per_token"] == pytest.approx(point["time_s"] * 1e3)
+
+
+def test_predict_with_hardware_checks_that_the_point_fits(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """Llama-3.1-8B in bf16 caches 32 layers x 8 KV heads x 128 dims x 2 (K, V) x 2 bytes =
+    131072 bytes per token; its 8,030,261,248 published parameters weigh 16.06 GB. Batch 32 at
+    128k tokens needs 32 x 131072 x 131072 B = 550 GB of KV cache: no fit on an 80 GB H100,
+    so no time is printed for it."""
+    monkeypatch.setenv("LM_PREDICTOR_CACHE", str(tmp_path / "cache"))
+    per_token = 32 * 8 * 128 * 2 * 2
+    assert per_token == 131072
+    args = ["predict", "--model-id", MODEL, "--phase", "decode", "--kv-len", "1024,131071",
+            "--batch-size", "1,32", "--dtype", "bfloat16", "--hardware", "H100-SXM",
+            "--no-store"]
+    assert main([*args, "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    points = {(p["batch_size"], p["kv_len"]): p for p in out["points"]}
+    assert "throughput" in out["notes"]["ms_per_token"]
+    for (batch, kv), p in points.items():
+        assert p["weights_bytes"] == 8_030_261_248 * 2
+        assert p["kv_cache_bytes"] == batch * (kv + 1) * per_token
+        assert p["capacity_bytes"] == 80 * 10**9
+        assert p["memory_bytes"] == (p["weights_bytes"] + p["kv_cache_bytes"]
+                                     + max(0, p["activation_bytes"] - p["kv_cache_bytes"]))
+        assert p["ms_per_step"] == pytest.approx(p["time_s"] * 1e3)
+    big = points[(32, 131071)]
+    assert big["kv_cache_bytes"] == 549_755_813_888 and big["fits"] is False
+    assert big["memory"].startswith("550 GB KV cache + 16.1 GB weights") and "> 80 GB" in big[
+        "memory"]
+    assert points[(1, 1024)]["fits"] is True and points[(32, 1024)]["fits"] is True
+    # the table at 80 columns: no time for the point that does not fit, and why
+    monkeypatch.setenv("COLUMNS", "80")
+    from lm_predictor.predict import footprint as fp_module
+
+    def no_rebuild(*_a: object, **_k: object) -> None:
+        raise AssertionError("the footprint must come from the cache the first call wrote")
+    monkeypatch.setattr(fp_module, "measure_footprint", no_rebuild)
+    assert main(args) == 0
+    text = capsys.readouterr().out
+    row = next(line for line in text.splitlines() if line.split()[:3] == ["32", "1", "131071"])
+    assert row.split()[-4:] == ["—", "—", "no", "fit"]
+    assert "does not fit H100-SXM: 550 GB KV cache + 16.1 GB weights" in " ".join(text.split())
+    assert all(len(line) <= 80 for line in text.splitlines())
+    # a model whose footprint cannot be measured still gets its times, and says so
+    assert main([*args[:-3], "--hardware", "H100-SXM", "--dtype", "float16", "--no-store",
+                 "--json"]) == 0
+    captured = capsys.readouterr()
+    assert "memory fit not checked" in captured.err
+    unsized = json.loads(captured.out)["points"]
+    assert all(p["fits"] is None and p["time_s"] > 0 for p in unsized)

@@ -240,7 +240,7 @@ def run_calibrate(args: argparse.Namespace) -> int:
 def run_fit(args: argparse.Namespace) -> int:
     from rich.console import Console
     from hardware.catalog import Efficiency, normalize_dtype, save_user_device
-    from hardware.fit import Factors, fit
+    from hardware.fit import Factors, NotEnoughSamples, fit
     from hardware.roofline import Peaks, with_efficiency
     from lm_predictor.estimate import load_runs, samples_of
     from lm_predictor.store import Store
@@ -262,8 +262,11 @@ def run_fit(args: argparse.Namespace) -> int:
                             f"runs (wall times missing or not positive)")
     peaks = Peaks.of(device, dtype, Efficiency(), op_overhead_us=0.0)
     start = Factors(device.efficiency, device.op_overhead_us * 1e-6)
-    result = fit(samples, peaks, start, hold_out_every=args.hold_out_every,
-                 fit_overhead=not args.no_overhead)
+    try:
+        result = fit(samples, peaks, start, hold_out_every=args.hold_out_every,
+                     fit_overhead=not args.no_overhead)
+    except NotEnoughSamples as exc:
+        raise _hw_error(_too_few(exc, args.level, dtype)) from None
     summary = {"hardware": device.name, "dtype": dtype, "level": args.level,
                "runs": len(chosen), "skipped_runs_other_dtype": len(timed) - len(chosen),
                "before": {**start.efficiency.model_dump(), "op_overhead_us":
@@ -287,6 +290,19 @@ def run_fit(args: argparse.Namespace) -> int:
         path = save_user_device(fitted, args.devices)
         Console(stderr=True).print(f"saved the fitted factors of {device.name} to {path}")
     return 0
+
+
+def _too_few(exc: Any, level: str, dtype: str) -> str:
+    """One line: how many runs (or call samples) a fit needs, and how to make them."""
+    free = f"{len(exc.free)} factors ({', '.join(exc.free)})"
+    if level == "run":
+        return (f"hardware fit needs at least {exc.needed} measured {dtype} runs to fit {free} "
+                f"and report a held-out error, found {exc.have}; measure {exc.needed - exc.have}"
+                f" more at other shapes, e.g. 'lm-predictor analyze --model-id gpt2 --device "
+                f"cpu --batch-size 4 --seq-len 32' (vary --batch-size/--seq-len), or fit per "
+                f"call with --level call")
+    return (f"hardware fit --level call: {exc}; measure more timed runs, e.g. 'lm-predictor "
+            f"analyze --model-id gpt2 --device cpu --batch-size 4 --seq-len 32'")
 
 
 def _pct(value: Any) -> str:

@@ -95,20 +95,40 @@ def cmd_predict(args: argparse.Namespace) -> int:
     finally:
         if started:
             status.stop()
+            started = False
     rows = prediction.rows
     args.dtype = prediction.dtype  # the config's dtype when --dtype was not given
     if args.hardware:
         from hardware.catalog import load_catalog
         from hardware.roofline import estimate_totals
 
+        from lm_predictor.predict.footprint import fit_check, footprint
+
         device = load_catalog().get(args.hardware)
+        say("sizing weights and KV cache (a meta build, once per config and dtype)")
+        fp, unsized = None, ""
+        try:
+            fp = footprint(args.model_id, args.dtype)
+        except Exception as exc:  # noqa: BLE001 - a model that cannot be built on meta still gets times
+            unsized = f"memory fit not checked ({' '.join(str(exc).split())[:200]})"
+        finally:
+            if started:
+                status.stop()
         for row in rows:
             est = estimate_totals(row["flops"], row["vector_flops"], row["bytes_read"],
                                   row["bytes_written"], device, args.dtype)
             tokens = row["batch_size"] * row["seq_len"]
+            fit = {"fits": None, "memory": unsized}
+            if fp is not None:
+                fit = fit_check(fp, device.capacity_bytes, batch=row["batch_size"],
+                                seq_len=row["seq_len"], kv_len=row["kv_len"],
+                                activation_bytes=row["activation_bytes"]).to_json()
             row.update(hardware=device.name, time_s=est.estimate_s, bound=est.bound,
+                       ms_per_step=1e3 * est.estimate_s,
                        ms_per_token=1e3 * est.estimate_s / tokens,
-                       tokens_per_s=tokens / est.estimate_s if est.estimate_s else None)
+                       tokens_per_s=tokens / est.estimate_s if est.estimate_s else None, **fit)
+        if unsized:
+            print(unsized, file=sys.stderr)
     run_id = None
     if not args.no_store:
         from lm_predictor.predict.cache import installed_version
@@ -125,8 +145,10 @@ def cmd_predict(args: argparse.Namespace) -> int:
         store = Store(args.db)
         run_id = store.write_predicted_run(meta, rows)
     if args.json:
-        print(json.dumps({"run_id": run_id, "model_id": args.model_id, "points": rows},
-                         default=str, indent=2))
+        out: dict[str, Any] = {"run_id": run_id, "model_id": args.model_id, "points": rows}
+        if args.hardware:
+            out["notes"] = HARDWARE_NOTES
+        print(json.dumps(out, default=str, indent=2))
     elif args.csv:
         writer = csv.DictWriter(sys.stdout, fieldnames=list(rows[0]))
         writer.writeheader()
@@ -142,10 +164,23 @@ def cmd_predict(args: argparse.Namespace) -> int:
     return 0
 
 
+HARDWARE_NOTES = {
+    "ms_per_step": "one forward pass of the whole batch (roofline estimate on the device)",
+    "ms_per_token": "throughput cost: ms_per_step / (batch x seq_len) tokens of the batch, not "
+                    "the latency of one request",
+    "tokens_per_s": "batch x seq_len / the step time (throughput)",
+    "fits": "weights + KV cache (kv_len + seq_len tokens x batch) + activations outside the "
+            "cache <= the device's memory; weights and cache from a meta build, activations "
+            "from the formulas (no trace); no allocator or runtime overheads",
+}
+
+
 def print_points(args: argparse.Namespace, rows: list[dict], console: Any) -> None:
     """The sweep as a table that reads at 80 columns: units in the headers, SI numbers
-    (3 significant digits); with --hardware, time per step, tokens per second and the bound
-    (bytes read and written merged into 'moved' below 120 columns)."""
+    (3 significant digits); with --hardware, the memory a point needs, time per step, tokens per
+    second and the bound, or 'no fit' and no time where the memory exceeds the device's (each
+    such point explained below the table); bytes read and written merged into 'moved' and the
+    activations left to the memory column below 120 columns."""
     from rich import box
     from rich.table import Table
 
@@ -157,11 +192,12 @@ def print_points(args: argparse.Namespace, rows: list[dict], console: Any) -> No
                   box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True)
     columns = ["batch", "seq", "kv", "FLOP", "vector\nFLOP"]
     columns += ["moved\nB"] if narrow else ["read\nB", "written\nB"]
-    columns += ["activ.\nB"]
+    columns += [] if narrow else ["activ.\nB"]
     if args.hardware:
-        columns += ["ms per\nstep", "tokens\nper s", "bound"]
+        columns += ["memory\nB", "ms per\nstep", "tokens\nper s", "bound"]
     for col in columns:
         table.add_column(col, justify="left" if col == "bound" else "right", no_wrap=True)
+    misfits: list[str] = []
     for r in rows:
         cells = [str(r["batch_size"]), str(r["seq_len"]), str(r["kv_len"]), si(r["flops"]),
                  si(r["vector_flops"])]
@@ -170,17 +206,26 @@ def print_points(args: argparse.Namespace, rows: list[dict], console: Any) -> No
                      else r["bytes_read"] + r["bytes_written"])
             cells.append(si(moved))
         else:
-            cells += [si(r["bytes_read"]), si(r["bytes_written"])]
-        cells.append(si(r["activation_bytes"]))
-        if args.hardware:
-            cells += [si(r["time_s"] * 1e3), si(r.get("tokens_per_s")), r["bound"]]
+            cells += [si(r["bytes_read"]), si(r["bytes_written"]), si(r["activation_bytes"])]
+        if args.hardware and r["fits"] is not False:
+            cells += [si(r.get("memory_bytes")), si(r["time_s"] * 1e3),
+                      si(r.get("tokens_per_s")), r["bound"]]
+        elif args.hardware:
+            cells += [f"[red]{si(r['memory_bytes'])}[/red]", "—", "—", "[red]no fit[/red]"]
+            misfits.append(f"batch {r['batch_size']} · seq {r['seq_len']} · kv {r['kv_len']}: "
+                           f"does not fit {r['hardware']}: {r['memory']}")
         table.add_row(*cells)
     console.print(table)
+    for line in misfits:
+        console.print(f"[red]{line}[/red]", highlight=False)
     notes = [LEGEND]
     if args.hardware:
+        notes.insert(0, "memory B: weights + KV cache + activations outside the cache (weights "
+                        "and cache geometry from a meta build, activations from the formulas; "
+                        "no trace, no runtime overheads); no fit: no time is given")
         notes.insert(0, "ms per step: one forward pass of the whole batch (roofline estimate on "
                         "the device); tokens per s: batch × seq tokens / that time (throughput, "
-                        "not latency per request)")
+                        "not latency per request; ms_per_token in --json = 1000 / tokens per s)")
     for note in notes:
         console.print(f"[dim]{note}[/dim]", highlight=False)
 

@@ -100,9 +100,18 @@ def test_fit_and_estimate_on_stored_cpu_runs(tiny_gpt2: Path, tmp_path: Path,
     assert fitted["mape_held_out_after"] is not None and fitted["mape_held_out_before"] > 0
     saved = json.loads(user_devices.read_text())["devices"]["this-cpu"]
     assert saved["efficiency"] == {k: fitted["after"][k] for k in ("matmul", "vector", "memory")}
-    per_run = run_json(capsys, "hardware", "fit", "--hardware", "this-cpu", "--db", str(db))
-    assert per_run["level"] == "run" and per_run["fit_samples"] + per_run[
-        "held_out_samples"] == 3 and set(per_run["by_label"]) == {"prefill"}
+    # 3 runs cannot fit 4 factors (matmul, vector, memory, op overhead) and hold one out:
+    # refused in one line naming the count (6: 4 fit + 2 held out) and how to make runs
+    assert main(["hardware", "fit", "--hardware", "this-cpu", "--db", str(db)]) == 5
+    err = capsys.readouterr().err
+    assert "needs at least 6 measured fp32 runs" in err and "found 3" in err
+    assert "lm-predictor analyze" in err and "--level call" in err
+    assert len(err.strip().splitlines()) == 1
+    # without hold-out and overhead, 3 factors fit 3 runs
+    per_run = run_json(capsys, "hardware", "fit", "--hardware", "this-cpu", "--db", str(db),
+                       "--hold-out-every", "1", "--no-overhead")
+    assert per_run["level"] == "run" and per_run["fit_samples"] == 3 and per_run[
+        "held_out_samples"] == 0 and set(per_run["by_label"]) == {"prefill"}
     # estimates for another device, added to a stored run (replacing on a repeat)
     for _ in range(2):
         est = run_json(capsys, "hardware", "estimate", "--run", run_ids[0], "--hardware", "L4",

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from hardware.catalog import Efficiency
-from hardware.fit import (Factors, Sample, at_bounds, bounded_lstsq_small, estimate_sample, fit,
+from hardware.fit import (Factors, NotEnoughSamples, Sample, at_bounds, bounded_lstsq_small, estimate_sample, fit,
                           fit_factors, mape, split)
 from hardware.roofline import Peaks, Work
 
@@ -150,3 +150,19 @@ def test_additive_model_is_recovered() -> None:
     assert factors.efficiency.memory == pytest.approx(0.4, rel=1e-6)
     assert factors.efficiency.matmul == pytest.approx(0.9, rel=1e-6)
     assert mape(samples, PEAKS, factors) == pytest.approx(0, abs=1e-6)
+
+
+@pytest.mark.parametrize("n", [1, 2, 5])
+def test_fit_refuses_too_few_samples_for_a_held_out_error(n: int) -> None:
+    # 4 free factors (matmul, vector, memory, op overhead): 1 sample used to give a 0% error
+    samples = synthetic(30)
+    with pytest.raises(NotEnoughSamples, match="too few") as info:
+        fit(samples[:n], PEAKS)
+    # every 3rd of n groups held out: 6 = 4 fit + 2 held out is the least that works
+    assert info.value.needed == 6 and info.value.have == n
+    assert info.value.free == ["matmul", "vector", "memory", "op_overhead"]
+    result = fit(samples[:6], PEAKS)
+    assert (result.fit_samples, result.held_out_samples) == (4, 2)
+    assert result.mape_held_out_after is not None
+    # without an overhead 3 factors: 5 samples (3 fit, 2 held out) are enough
+    assert fit(samples[:5], PEAKS, fit_overhead=False).fit_samples == 3
