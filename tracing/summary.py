@@ -120,8 +120,8 @@ class PathIndex(Mapping[str, list["CallRecord"]]):
         return list(self._calls.get(path, []))
 
     def __repr__(self) -> str:
-        return f"PathIndex({len(self._calls)} paths: {', '.join(map(repr, list(self._calls)[:6]))}" \
-               f"{', ...' if len(self._calls) > 6 else ''})"
+        shown = ", ".join(map(repr, list(self._calls)[:6]))
+        return f"PathIndex({len(self._calls)} paths: {shown}{', ...' if len(self) > 6 else ''})"
 
 
 def call_repr(call: "CallRecord") -> str:
@@ -303,7 +303,9 @@ class TraceViews:
             return out
 
         def walk(path: str, level: int) -> None:
-            name = path.rsplit(".", 1)[-1] if path else "(model)"
+            up = parent.get(path)
+            name = (path[len(up) + 1:] if up and path.startswith(up + ".")
+                    else path if path else "(model)")  # 'h.0' below 'transformer'
             rows.append(cells("  " * level + name, classes[path], str(counts.get(path, 0)),
                               nodes[path].row(parts)))
             if depth is None or level < depth:
