@@ -193,7 +193,8 @@ def test_training_step_splits_forward_and_backward(step, x: torch.Tensor) -> Non
     assert sum(op["flops"] for op in ops.values()) == 400
     assert sum(op["backward_flops"] for op in ops.values()) == 224
     tree = step.tree().splitlines()
-    assert tree[1].split()[-2:] == ["backward", "FLOP"]
+    assert tree[1].split()[-2:] == ["bwd", "FLOP"]
+    assert all(len(line) <= 80 for line in tree)
     assert next(r for r in tree if r.startswith("(model)")).split()[-1] == "224"
 
 

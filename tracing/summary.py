@@ -16,7 +16,7 @@ Keys of every metrics dict (`METRICS`: flops, vector_flops, bytes_read, bytes_wr
 - `by_operator()` has `count` (executions) beside the metrics, with the same split.
 Backward ops are charged to the module whose forward created the autograd node (see
 `tracing.backward`). Ops outside any module call (a loss after the model) are in `total()` and
-`by_operator()` and the tree's "(outside modules)" row, not in `by_module()` or `by_class()`.
+`by_operator()` and the tree's "(outside)" row, not in `by_module()` or `by_class()`.
 Numbers in `tree()` and reprs use SI prefixes with 3 significant digits, decimal (1 kB = 1000 B),
 as `lm_predictor.fmt` does.
 
@@ -46,6 +46,7 @@ PREFIXES = ("", "k", "M", "G", "T", "P", "E")
 FORWARD, RECOMPUTE, BACKWARD = "forward", "recompute", "backward"
 LEGEND = ("FLOP: matmul-class (a multiply-accumulate is 2 FLOP); vector: element-wise FLOP\n"
           "moved: bytes read + written; decimal prefixes (1 kB = 1000 B)")
+TRAINING_LEGEND = "training step: figures are forward + backward; bwd FLOP: the backward part"
 
 
 def si(value: float, unit: str = "") -> str:
@@ -291,7 +292,7 @@ class TraceViews:
             kids.setdefault(up, []).append(path)
         header = ["module", "class", "calls", "FLOP", "% FLOP", "vector FLOP", "moved B"]
         if self.backward:
-            header.append("backward FLOP")
+            header.append("bwd FLOP")
         rows: list[list[str]] = []
 
         def cells(label: str, cls: str, calls: str, row: dict[str, int]) -> list[str]:
@@ -320,7 +321,7 @@ class TraceViews:
         outside.add_counters(BACKWARD, self.unattributed)
         extra = outside.row(parts)
         if any(extra[m] for m in METRICS):
-            rows.append(cells("(outside modules)", "", "", extra))
+            rows.append(cells("(outside)", "", "", extra))
         rows.append(cells("total", "", str(len(self.calls)), total))
         widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
 
@@ -329,7 +330,8 @@ class TraceViews:
                              for i, (cell, w) in enumerate(zip(row, widths))).rstrip()
 
         body = [line(header), *(line(r) for r in rows)]
-        return "\n".join([self.summary(), *body, LEGEND])
+        legend = [LEGEND] + ([TRAINING_LEGEND] if self.backward else [])
+        return "\n".join([self.summary(), *body, *legend])
 
     def _repr_pretty_(self, printer: Any, cycle: bool) -> None:  # IPython: the short form
         printer.text(repr(self))
