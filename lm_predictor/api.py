@@ -3,12 +3,16 @@
 `analyze` is the product's main job in one call: resolve the model config (preset, local file or
 hub), build the model with `from_config` on the chosen device (`meta` by default: no weights),
 build inputs for the phase, trace one forward pass under `torch.inference_mode`, reconcile every
-call against the formula registry and store the run in DuckDB.
+call against the formula registry and store the run in DuckDB. Given a `torch.nn.Module` and
+example inputs instead of a model id, it traces and reconciles that module with those inputs
+(`run.trace_module`): the run is named after the class, in the module's own dtype and device.
 
 Example:
     >>> import lm_predictor
     >>> result = lm_predictor.analyze("gpt2", batch_size=2, seq_len=128, db=None)
     >>> result.recon.measured_totals["flops"]
+    >>> mine = lm_predictor.analyze(my_module, args=(x,), db=None)       # your own module
+    >>> print(mine.trace.tree(depth=2))
 """
 from __future__ import annotations
 
@@ -18,7 +22,9 @@ from typing import Any, Callable, Literal
 
 from formula_db.registry import Registry
 from lm_predictor.results import Reconciliation, RunMeta
-from lm_predictor.run import RunSpec, formulas_used, forward_traced, rereconcile, store_run, trace_run
+from lm_predictor.errors import ModelError
+from lm_predictor.run import (RunSpec, formulas_used, forward_traced, rereconcile, store_run,
+                              trace_module, trace_run)
 from tracing import Trace
 
 __all__ = ["AnalysisResult", "analyze", "connect", "formulas_used", "run_trace"]
@@ -46,7 +52,8 @@ class AnalysisResult:
     trace_method: str = ""  # the device, or the fallback that traced it (lm_predictor.fallback)
 
 
-def analyze(model_id: str, *, batch_size: int = 1, seq_len: int = 128,
+def analyze(model_id: Any, *, inputs: dict[str, Any] | None = None, args: tuple = (),
+            batch_size: int | None = None, seq_len: int | None = None,
             phase: Literal["prefill", "decode", "train"] = "prefill", kv_len: int = 0,
             dtype: str | None = None, device: str = "meta", rtol: float = 0.0,
             counter: Literal["dispatch", "fvcore"] = "dispatch",
@@ -56,8 +63,16 @@ def analyze(model_id: str, *, batch_size: int = 1, seq_len: int = 128,
             kernels: Literal["eager", "fused"] | None = None,
             logits: Literal["last", "all"] | None = None,
             attention_backward: Literal["flash", "math"] | None = None,
-            checkpointing: bool = False, cover: bool = True) -> AnalysisResult:
+            checkpointing: bool = False, cover: bool = True,
+            loss_fn: Callable[[Any], Any] | None = None) -> AnalysisResult:
     """Trace, reconcile and (unless `db is None`) store one run. `db=""` uses the default file.
+
+    `model_id`: a preset, local config or hub id (batch 1 and 128 tokens unless given), or a
+    `torch.nn.Module` with example `inputs` (by name) and/or positional `args`: the module is
+    traced as it is (its dtype and device; `dtype` and `device` are for model ids), batch and
+    sequence read from the inputs unless given (`run.input_shape`), named after its class.
+    Inputs are unpadded: an `attention_mask` with zeros is refused unless `rtol` > 0. With
+    `phase="train"` the step's loss is the output's `.loss` or `loss_fn(output)`.
 
     `fill_gaps` runs the formula agent for every class without a formula, deepest first, and
     reconciles again (see `lm_predictor.agent.fill_gaps`); its messages go to `note`.
@@ -73,9 +88,16 @@ def analyze(model_id: str, *, batch_size: int = 1, seq_len: int = 128,
     backward op attributed to the module whose forward produced it) with `attention_backward`
     (flash by default, as CPUs and GPUs run it; math) and optional activation `checkpointing`."""
     say = progress or (lambda _msg: None)
+    own = not isinstance(model_id, str)
+    if own and counter == "fvcore":
+        raise ModelError("counter='fvcore' checks model ids; for your own module call "
+                         "tracing.fvcore_flops_by_module(model, args)")
+    if not own and (inputs is not None or args):
+        raise ModelError(f"inputs/args are for a torch.nn.Module; {model_id!r} is a model id, "
+                         f"whose inputs are built from batch_size, seq_len and phase")
     config = None
     resolved_note = ""
-    if dtype is None:  # the dtype the config is published in (torch_dtype), else float32
+    if dtype is None and not own:  # the dtype the config is published in, else float32
         from formula_db.units import config_dtype_name
         from lm_predictor.run import resolve
 
@@ -83,20 +105,31 @@ def analyze(model_id: str, *, batch_size: int = 1, seq_len: int = 128,
         resolved = resolve(RunSpec(model_id))
         config, resolved_note = resolved.config, resolved.note
         dtype = config_dtype_name(config)
-    spec = RunSpec(model_id, batch_size=batch_size, seq_len=seq_len, phase=phase, kv_len=kv_len,
-                   dtype=dtype, device=device, rtol=rtol,
-                   counter="dispatch+fvcore" if counter == "fvcore" else "dispatch",
-                   attention_backward=attention_backward, checkpointing=checkpointing)
     target = None
     if hardware:
         from hardware.catalog import load_catalog
 
         target = load_catalog().get(hardware)
-        target.matmul_peak(dtype)  # a device without this dtype fails before any work
+        if not own:
+            target.matmul_peak(dtype)  # a device without this dtype fails before any work
     registry = registry or Registry.default(formulas)
-    out = trace_run(spec, registry, config=config, progress=say)
-    if resolved_note:
-        out.note = "; ".join(n for n in (resolved_note, out.note) if n)
+    if own:
+        out = trace_module(model_id, registry, args=args, inputs=inputs, phase=phase,
+                           batch_size=batch_size, seq_len=seq_len, kv_len=kv_len, rtol=rtol,
+                           attention_backward=attention_backward, checkpointing=checkpointing,
+                           loss_fn=loss_fn, progress=say)
+        dtype = out.spec.dtype
+        if target is not None:
+            target.matmul_peak(dtype)
+    else:
+        spec = RunSpec(model_id, batch_size=1 if batch_size is None else batch_size,
+                       seq_len=128 if seq_len is None else seq_len, phase=phase, kv_len=kv_len,
+                       dtype=dtype, device=device, rtol=rtol,
+                       counter="dispatch+fvcore" if counter == "fvcore" else "dispatch",
+                       attention_backward=attention_backward, checkpointing=checkpointing)
+        out = trace_run(spec, registry, config=config, progress=say)
+        if resolved_note:
+            out.note = "; ".join(n for n in (resolved_note, out.note) if n)
     cross: list[Any] = []
     if counter == "fvcore":
         from lm_predictor.crosscheck import fvcore_cross_check
@@ -105,8 +138,8 @@ def analyze(model_id: str, *, batch_size: int = 1, seq_len: int = 128,
         cross = fvcore_cross_check(out.model, out.inputs, out.trace)
     notes = [out.note] if out.note else []
     report = None
-    if cover and out.recon is not None and (out.recon.uncovered_classes
-                                            or any(c.error for c in out.recon.calls)):
+    if cover and out.config is not None and out.recon is not None and (
+            out.recon.uncovered_classes or any(c.error for c in out.recon.calls)):
         from lm_predictor.coverage import cover_model
 
         say("covering classes without a formula (transfer, then derivation)")
@@ -121,7 +154,8 @@ def analyze(model_id: str, *, batch_size: int = 1, seq_len: int = 128,
         from lm_predictor.agent import fill_gaps as run_fill_gaps
 
         say("filling formula gaps with the agent")
-        filled = run_fill_gaps(out.trace, registry, db=db, model_id=model_id, progress=say)
+        filled = run_fill_gaps(out.trace, registry, db=db, model_id=None if own else model_id,
+                               progress=say)
         notes += filled.notes
         out = rereconcile(out, filled.registry)
     estimates = kernel_estimates = step_estimate = None

@@ -13,12 +13,19 @@ Stages, each skippable by passing its result in:
 5. trace: one forward pass under `torch.inference_mode` (`tracing.trace`);
 6. reconcile: every call against the formula registry (`reconcile`), unless `registry` is None.
 
+`trace_module` is the same pipeline for a module the caller built, with the caller's inputs
+(`analyze(model, inputs={...})`): stages 1-4 are the caller's, the run is named after the class
+and hashed from its config (or its class and parameter shapes). Inputs are unpadded: a 2-D
+`attention_mask` with zeros is refused unless `rtol` accepts the mismatch (`check_unpadded`).
+
 Example:
     >>> out = trace_run(RunSpec("gpt2", batch_size=2, seq_len=16), Registry.default())
     >>> out.recon.coverage, out.meta.tool_version
 """
 from __future__ import annotations
 
+import hashlib
+import json
 from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Literal
 
@@ -243,3 +250,138 @@ def store_run(out: RunOutput, db: Any = None, estimates: list[dict[str, Any]] | 
     if out.recon is None:
         raise ValueError("store_run needs a reconciled run (trace_run with a registry)")
     return Store(db).write_run(out.meta, out.trace, out.recon, out.formulas, estimates=estimates)
+
+
+# ---------------------------------------------------------------------------------------------
+# a module the caller built, with the caller's inputs
+
+
+def module_hash(model: torch.nn.Module) -> str:
+    """`config_hash` of the module's transformers config when it has one (its `dtype` left out:
+    building sets it, a run records it apart; so a module built from a config hashes as that
+    config's model id does), else the first 16 hex digits of sha256 over its class and the
+    names, shapes and dtypes of its parameters and buffers."""
+    import copy
+
+    from transformers import PretrainedConfig
+
+    config = getattr(model, "config", None)
+    if isinstance(config, PretrainedConfig):
+        config = copy.deepcopy(config)
+        config.dtype = None
+        return config_hash(config)
+    cls = type(model)
+    tensors = [(name, list(t.shape), str(t.dtype)) for name, t in
+               [*model.named_parameters(), *model.named_buffers()]]
+    text = json.dumps({"class": f"{cls.__module__}.{cls.__qualname__}", "tensors": tensors},
+                      separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _tensors(args: tuple, inputs: dict[str, Any]) -> list[torch.Tensor]:
+    first = [inputs[k] for k in ("input_ids", "inputs_embeds") if k in inputs]
+    flat = torch.utils._pytree.tree_flatten((first, args, inputs))[0]
+    return [t for t in flat if isinstance(t, torch.Tensor)]
+
+
+def input_shape(args: tuple, inputs: dict[str, Any]) -> tuple[int, int]:
+    """(batch, sequence) of the caller's inputs: of `input_ids` / `inputs_embeds`, else of the
+    first tensor: batch is its first dimension; sequence its second when it holds token ids
+    (an integer tensor of 2+ dimensions) or has 3+ dimensions, else 1."""
+    tensors = _tensors(args, inputs)
+    if not tensors or tensors[0].dim() == 0:
+        return 1, 1
+    t = tensors[0]
+    ids = not (t.is_floating_point() or t.is_complex())
+    seq = int(t.shape[1]) if t.dim() >= 3 or (ids and t.dim() >= 2) else 1
+    return int(t.shape[0]), seq
+
+
+def module_dtype_device(model: torch.nn.Module, args: tuple, inputs: dict[str, Any]
+                        ) -> tuple[str, str]:
+    """The dtype name and device of the module's first floating parameter or buffer, else of
+    the first floating input tensor (float32 and cpu when there is none)."""
+    from itertools import chain
+
+    found = [t for t in chain(model.parameters(), model.buffers(), _tensors(args, inputs))
+             if t.is_floating_point()]
+    if not found:
+        tensors = _tensors(args, inputs)
+        return "float32", str(tensors[0].device) if tensors else "cpu"
+    return str(found[0].dtype).removeprefix("torch."), str(found[0].device)
+
+
+def check_unpadded(inputs: dict[str, Any], rtol: float) -> str:
+    """ModelError for a 2-D `attention_mask` with zeros (a padded batch) when `rtol` is 0; with
+    a tolerance, the note that says the run is padded. '' for an unpadded batch or no mask (a
+    mask on `meta` holds no values and cannot be checked)."""
+    mask = inputs.get("attention_mask")
+    if not isinstance(mask, torch.Tensor) or mask.dim() != 2 or mask.device.type == "meta":
+        return ""
+    padded = int((mask == 0).sum())
+    if not padded:
+        return ""
+    if rtol == 0:
+        raise ModelError(f"attention_mask has {padded} padded position(s): padded batches are "
+                         f"not modelled (the formulas assume every position is attended); "
+                         f"trace an unpadded batch (equal lengths, no mask) or pass rtol=... "
+                         f"(--rtol) to accept the mismatch")
+    return (f"warning: attention_mask has {padded} padded position(s); the formulas assume "
+            f"every position is attended")
+
+
+def trace_module(model: torch.nn.Module, registry: Registry | None, *, args: tuple = (),
+                 inputs: dict[str, Any] | None = None, phase: Phase = "prefill",
+                 batch_size: int | None = None, seq_len: int | None = None, kv_len: int = 0,
+                 rtol: float = 0.0, attention_backward: str | None = None,
+                 checkpointing: bool = False, loss_fn: Callable[[Any], Any] | None = None,
+                 progress: Progress | None = None) -> RunOutput:
+    """Trace `model(*args, **inputs)` (a training step with `phase="train"`: forward, the loss
+    `loss_fn(output)` or the output's `.loss`, backward; inputs by name) and reconcile it, as
+    `trace_run` does for a model id. Batch and sequence default to `input_shape`'s."""
+    if not isinstance(model, torch.nn.Module):
+        raise ModelError(f"analyze takes a model id or a torch.nn.Module, not "
+                         f"{type(model).__name__}")
+    say = progress or (lambda _msg: None)
+    kwargs = dict(inputs or {})
+    args = tuple(args)
+    if not args and not kwargs:
+        raise ModelError(f"analyze({type(model).__name__}) needs example inputs: "
+                         f"inputs={{'input_ids': ids}} or args=(x,)")
+    note = check_unpadded(kwargs, rtol)
+    batch, seq = input_shape(args, kwargs)
+    dtype, device = module_dtype_device(model, args, kwargs)
+    name = type(model).__name__
+    spec = RunSpec(name, batch_size=batch_size or batch, seq_len=seq_len or seq, phase=phase,
+                   kv_len=kv_len, dtype=dtype, device=device, rtol=rtol,
+                   attention_backward=attention_backward, checkpointing=checkpointing)
+    train = phase == "train"
+    if train and args:
+        raise ModelError("phase='train' passes inputs by name: inputs={'x': x} instead of "
+                         "args=(x,)")
+    say(f"tracing one training step of {name}" if train else f"tracing {name}")
+    try:
+        if train:
+            from tracing.train import TrainingStepError, trace_training_step
+
+            try:
+                t = trace_training_step(model, kwargs, attention_backward=attention_backward,
+                                        checkpointing=checkpointing, loss_fn=loss_fn)
+            except TrainingStepError as exc:
+                raise ModelError(f"{exc} (analyze(..., loss_fn=...))") from None
+        else:
+            with torch.inference_mode(), trace(model) as t:
+                model(*args, **kwargs)
+    except (RuntimeError, IndexError, ValueError, TypeError) as exc:
+        if isinstance(exc, ModelError):
+            raise
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ModelError(f"the forward pass of {name} failed: {first}; nothing was "
+                         f"stored") from None
+    recon, formulas = None, {}
+    if registry is not None:
+        say("reconciling")
+        recon = reconcile(t, registry, rtol)
+        formulas = formulas_used(t, registry)
+    return RunOutput(spec, run_meta(spec, module_hash(model)), t, recon,
+                     getattr(model, "config", None), model, kwargs, formulas, note)

@@ -8,8 +8,9 @@ second FLOP counter. Module map: records (dataclasses), optable (per-op vector/b
 attention (SDPA formula and fence), costs (bind: op -> counters), counter (dispatch mode),
 memory (storage lifetimes), hooks (call recording), timing, trace (the context manager),
 backward (training steps: backward ops attributed to modules, SDPA backward kernel choice,
-saved-tensor bytes). `trace(model, backward=True)` records forward + loss + `loss.backward()`;
-`Trace.step_totals()` splits forward / recompute / backward / unattributed.
+saved-tensor bytes), summary (a trace's repr, `total()`, `by_module()`, `by_class()`,
+`by_operator()`, `tree()`). `trace(model, backward=True)` records forward + loss +
+`loss.backward()`; `Trace.step_totals()` splits forward / recompute / backward / unattributed.
 
 Example:
     >>> import torch

@@ -19,6 +19,8 @@ Semantics:
   created outside any call (a loss computed after the model), `Trace.unattributed` that of
   nodes no call created. `Trace.step_totals()` gives forward, recompute, backward, measured
   (their sum) and unattributed.
+- Summaries for people and notebooks (`total()`, `by_module()`, `by_class()`,
+  `by_operator()`, `tree()`, short reprs, `by_path[...]`) are in `tracing.summary`.
 
 Example:
     >>> c = Counters(flops=2); c.add(Counters(flops=3, bytes_read=8)); c.as_dict()
@@ -29,6 +31,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from formula_db.units import COUNTER_METRICS as METRICS  # noqa: E402  (per-op metrics)
+
+from .summary import PathIndex, TraceViews, call_repr
 
 
 @dataclass
@@ -72,7 +76,7 @@ def add_op(ops: dict[str, OpStat], name: str, counters: Counters) -> None:
     ops.setdefault(name, OpStat()).add(counters)
 
 
-@dataclass
+@dataclass(repr=False)
 class CallRecord:
     """One module call: where it sits in the call tree, its described arguments, its costs.
 
@@ -103,6 +107,9 @@ class CallRecord:
     backward_ops: dict[str, OpStat] = field(default_factory=dict)
     saved_bytes: int = 0  # bytes this call (not its children) saved for backward
 
+    def __repr__(self) -> str:
+        return call_repr(self)
+
 
 @dataclass
 class StepTotals:
@@ -126,9 +133,13 @@ class StepTotals:
                 "unattributed": self.unattributed.as_dict()}
 
 
-@dataclass
-class Trace:
-    """Everything recorded by `tracing.trace`: the call list (index == call_id) and trace totals."""
+@dataclass(repr=False)
+class Trace(TraceViews):
+    """Everything recorded by `tracing.trace`: the call list (index == call_id) and trace totals.
+
+    Summaries (`tracing.summary`): `total()`, `get_total_flops()`, `by_module()`, `by_class()`,
+    `by_operator()`, `tree(depth)`, a one-line repr; `by_path[path]` lists the calls at a path.
+    """
 
     calls: list[CallRecord] = field(default_factory=list)
     config: dict = field(default_factory=dict)
@@ -168,8 +179,11 @@ class Trace:
         total.add(self.outside)
         return total
 
-    def by_path(self, path: str) -> list[CallRecord]:
-        return [c for c in self.calls if c.module_path == path]
+    @property
+    def by_path(self) -> PathIndex:
+        """Module path -> its call records: `t.by_path['fc1'][0]` (KeyError for an unknown
+        path); `t.by_path('fc1')` returns [] for one."""
+        return PathIndex(self.calls)
 
     def roots(self) -> list[CallRecord]:
         return [c for c in self.calls if c.parent_call_id is None]
