@@ -2,7 +2,7 @@
 
 | setting        | environment variable      | default                                    |
 |----------------|---------------------------|--------------------------------------------|
-| run database   | `LM_PREDICTOR_DB`         | `./lm_predictor.duckdb`                    |
+| run database   | `LM_PREDICTOR_DB`         | `<user data dir>/runs.duckdb`              |
 | check database | `LM_PREDICTOR_CHECK_DB`   | `<user data dir>/check.duckdb`             |
 | user formulas  | `LM_PREDICTOR_FORMULAS`   | `<user data dir>/formulas.json`            |
 | user devices   | `LM_PREDICTOR_DEVICES`    | `<user data dir>/devices.json`             |
@@ -27,7 +27,7 @@ CHECK_DB_ENV = "LM_PREDICTOR_CHECK_DB"
 CHECK_DB_NAME = "check.duckdb"
 CACHE_ENV = "LM_PREDICTOR_CACHE"
 HF_TOKEN_ENV = "HF_TOKEN"
-DEFAULT_DB_NAME = "lm_predictor.duckdb"
+DEFAULT_DB_NAME = "runs.duckdb"
 APP_NAME = "lm-predictor"
 
 _loaded = False
@@ -47,9 +47,14 @@ def load_env() -> None:
 
 
 def db_path(explicit: str | os.PathLike[str] | None = None) -> Path:
-    """The run database: `explicit`, else $LM_PREDICTOR_DB, else ./lm_predictor.duckdb."""
-    chosen = os.fspath(explicit) if explicit else os.environ.get(DB_ENV) or DEFAULT_DB_NAME
-    return Path(chosen).expanduser().absolute()
+    """The run database: `explicit`, else $LM_PREDICTOR_DB, else runs.duckdb in the user data
+    dir, beside the user formulas and devices (every command says where it stored a run)."""
+    chosen = os.fspath(explicit) if explicit else os.environ.get(DB_ENV)
+    if chosen:
+        return Path(chosen).expanduser().absolute()
+    import platformdirs
+
+    return Path(platformdirs.user_data_dir(APP_NAME)) / DEFAULT_DB_NAME
 
 
 def check_db_path(explicit: str | os.PathLike[str] | None = None) -> Path:

@@ -130,9 +130,11 @@ def db(tmp_path: Path) -> Path:
 # --- paths and schema file ---------------------------------------------------------------------
 
 def test_db_path_precedence(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import platformdirs
+
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("LM_PREDICTOR_DB", raising=False)
-    assert db_path(None) == tmp_path / "lm_predictor.duckdb"
+    assert db_path(None) == Path(platformdirs.user_data_dir("lm-predictor")) / "runs.duckdb"
     monkeypatch.setenv("LM_PREDICTOR_DB", str(tmp_path / "env.duckdb"))
     assert db_path(None) == tmp_path / "env.duckdb"
     assert db_path("x/flag.duckdb") == tmp_path / "x" / "flag.duckdb"

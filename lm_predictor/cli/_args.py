@@ -13,7 +13,7 @@ import re
 
 from formula_db.units import MODEL_DTYPES
 
-DB_HELP = "DuckDB run database (default $LM_PREDICTOR_DB or ./lm_predictor.duckdb)"
+DB_HELP = "DuckDB run database (default $LM_PREDICTOR_DB or runs.duckdb in the user data dir)"
 MAX_DIM = 2**40  # larger batch/sequence sizes are typos, not models
 
 

@@ -5,7 +5,7 @@ formula (`queries.accuracy_by_key`). A regression is a key whose error in the ne
 baseline's by more than `slack`, or a key the baseline reconciled that now fails to evaluate.
 
 Example:
-    >>> compare_runs("lm_predictor.duckdb", new_run, old_run)
+    >>> compare_runs("runs.duckdb", new_run, old_run)
     ['torch__nn__Linear flops: max relative error 0 -> 0.25']
 """
 from __future__ import annotations

@@ -6,7 +6,7 @@ time_error_by_class, calls_self, run_status), version `SCHEMA_VERSION`, stored i
 
 Semantics:
 - The file is `settings.db_path(explicit)`: `--db PATH`, else `$LM_PREDICTOR_DB`, else
-  `./lm_predictor.duckdb`. Every SQL statement of the project lives in this package: writes
+  `<user data dir>/lm-predictor/runs.duckdb`. Every SQL statement of the project lives in this package: writes
   here, SELECTs in `queries.py`, DDL in `schema.sql` and `schema.py`.
 - A run is written in one transaction: on any exception it is rolled back and no row of it
   remains. Rows go in with one bulk `INSERT ... SELECT UNNEST(list)` per table, not row by row
