@@ -1,4 +1,4 @@
--- LM-Predictor run database: tables, macro and views.  schema_version: 4
+-- LM-Predictor run database: tables, macro and views.  schema_version: 5
 --
 -- Executed by lm_predictor/store.py on a new database and after migrating an older one; every
 -- statement is idempotent (CREATE ... IF NOT EXISTS, CREATE OR REPLACE). The version lives in
