@@ -214,9 +214,13 @@ def _record(run: AgentRun, db: str | os.PathLike[str] | None, model_id: str | No
     from lm_predictor.errors import StoreError
 
     try:
-        record_run(run, db, model_id)
+        path = record_run(run, db, model_id)
     except StoreError as exc:
         say(f"warning: the agent run was not recorded in agent_runs: {exc}")
+    else:
+        cached = (f"; entry {run.key} cached in the user formula database"
+                  if run.outcome == "cached" else "")
+        say(f"recorded the agent run ({run.outcome}) in {path} (table agent_runs){cached}")
 
 
 def stored_model_for(class_name: str, db: str | os.PathLike[str] | None) -> str | None:

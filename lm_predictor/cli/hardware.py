@@ -363,6 +363,9 @@ def run_estimate(args: argparse.Namespace) -> int:
         print(json.dumps({"run_id": run.run_id, **time_summary(est)}, indent=2))
     else:
         render_time(est, Console())
+    Console(stderr=True).print(f"stored {len(est.rows())} estimates of run {run.run_id} on "
+                               f"{device.name} in {store.path} (table estimates)",
+                               highlight=False, soft_wrap=True)
     return 0
 
 
