@@ -63,7 +63,7 @@ def test_module_miss_runs_the_agent_then_hits_the_cache(isolated: Path, tiny_lla
                                                         scripted: Any,
                                                         capsys: pytest.CaptureFixture[str]
                                                         ) -> None:
-    assert main(["analyze", "--no-cover", "--model-id", tiny_llama, "--seq-len", "8", "--json"]) == 0
+    assert main(["analyze", "--no-cover", "--dtype", "float32", "--model-id", tiny_llama, "--seq-len", "8", "--json"]) == 0
     capsys.readouterr()  # a stored run that calls LlamaRMSNorm
     factory = scripted(rmsnorm_or_give_up)
     code = main(["module", RMS])
@@ -90,7 +90,7 @@ def test_analyze_fill_gaps_runs_deepest_first_and_reconciles_again(
         isolated: Path, tiny_llama: str, scripted: Any,
         capsys: pytest.CaptureFixture[str]) -> None:
     factory = scripted(rmsnorm_or_give_up)
-    code = main(["analyze", "--no-cover", "--model-id", tiny_llama, "--seq-len", "8", "--fill-gaps",
+    code = main(["analyze", "--no-cover", "--dtype", "float32", "--model-id", tiny_llama, "--seq-len", "8", "--fill-gaps",
                  "--json"])
     out, err = capsys.readouterr()
     assert code == 0, err
@@ -125,7 +125,7 @@ def test_without_credentials(isolated: Path, tiny_llama: str,
     code = main(["agent", "LlamaRMSNorm", "--model-id", tiny_llama])
     _, err = capsys.readouterr()
     assert code == 6 and "ANTHROPIC_API_KEY" in err and err.count("\n") == 1
-    code = main(["analyze", "--no-cover", "--model-id", tiny_llama, "--seq-len", "8", "--fill-gaps",
+    code = main(["analyze", "--no-cover", "--dtype", "float32", "--model-id", tiny_llama, "--seq-len", "8", "--fill-gaps",
                  "--no-store", "--json"])
     out, err = capsys.readouterr()
     assert code == 0 and json.loads(out)["uncovered_classes"]
