@@ -6,7 +6,9 @@ What differs from float32 is modelled in the formulas, not exempted: transformer
 to float32 and cast back (two copies, float32 intermediates), rotary tables are built in float32
 and cast, eager softmax runs in float32 (Gemma 2), LayerNorm keeps float32 mean/rstd, the
 DeepSeek-V3 router casts the hidden states to its float32 weight, T5 clamps infinities after every
-sub-layer in float16 only. Sliding-window attention (Mistral, Phi-3, Gemma 2, Qwen2; a window of 4)
+sub-layer in float16 only, Mamba's slow path keeps A, D, the dt bias, the discretisation and
+the scan state in float32 and (residual_in_fp32) hands a float32 residual from block to block.
+Sliding-window attention (Mistral, Phi-3, Gemma 2, Qwen2; a window of 4)
 is checked past the window: prefill longer than the window and decode with a cache longer than it.
 
 Tiny configs on `meta`, one model per family and dtype (module-scoped cache). A CPU bfloat16 run of
@@ -65,9 +67,6 @@ ENCODERS = {"bert", "t5"}  # no decode phase (lm_predictor.inputs has none for t
 # Mamba's x_proj/out_proj take transposed inputs that F.linear runs as bmm (see
 # tests/zoo/test_encoders_and_ssm.py): the same documented bytes_read exception in every dtype.
 EXEMPT = {"mamba": {"torch__nn__Linear": ["bytes_read"]}}
-# Mamba's slow path mixes float32 (A, D, dt bias, the scan state) with half activations; those
-# casts are not modelled yet (strict: this fails as soon as they are, so the mark gets removed).
-NOT_YET = {("mamba", "bfloat16"), ("mamba", "float16")}
 
 
 @pytest.fixture(scope="module")
@@ -90,14 +89,8 @@ def models() -> Callable[[str, str], tuple[Any, torch.nn.Module]]:
 
 
 def _cases() -> list[Any]:
-    out = []
-    for family in FAMILIES:
-        for dtype in ("bfloat16", "float16"):
-            why = "Mamba mixer float32 casts not modelled"
-            marks = ([pytest.mark.xfail(strict=True, reason=why)]
-                     if (family, dtype) in NOT_YET else [])
-            out.append(pytest.param(family, dtype, marks=marks, id=f"{family}-{dtype}"))
-    return out
+    return [pytest.param(family, dtype, id=f"{family}-{dtype}")
+            for family in FAMILIES for dtype in ("bfloat16", "float16")]
 
 
 @pytest.mark.parametrize("family,dtype", _cases())
