@@ -146,10 +146,12 @@ def test_mamba_predicts(mamba_config):
     assert_predicts(mamba_config, PREDICT + [(4, 1, "decode", 13)])
 
 
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16", "float16"])
 @pytest.mark.parametrize("batch", [1, 3, 5])
-def test_mamba_recurrent_decode_step(mamba_config, registry, batch):
+def test_mamba_recurrent_decode_step(mamba_config, registry, batch, dtype):
     """The 'recurrent_decode_step' breakdown of MambaMixer equals a real decode step: one token on
-    a cache initialised by a 7-token prefill (causal_conv1d_update + selective_state_update)."""
+    a cache initialised by a 7-token prefill (causal_conv1d_update + selective_state_update), in
+    each dtype (the cached ssm state is float32 in all of them)."""
     import torch
     from transformers import DynamicCache
 
@@ -157,7 +159,7 @@ def test_mamba_recurrent_decode_step(mamba_config, registry, batch):
     from lm_predictor.api import run_trace
     from lm_predictor.models import build_model
 
-    model = build_model(mamba_config)
+    model = build_model(mamba_config, dtype=getattr(torch, dtype))
     cache = DynamicCache(config=model.config)
     with torch.inference_mode():
         model(input_ids=torch.empty((batch, 7), dtype=torch.long, device="meta"), cache=cache,

@@ -6,12 +6,14 @@ What differs from float32 is modelled in the formulas, not exempted: transformer
 to float32 and cast back (two copies, float32 intermediates), rotary tables are built in float32
 and cast, eager softmax runs in float32 (Gemma 2), LayerNorm keeps float32 mean/rstd, the
 DeepSeek-V3 router casts the hidden states to its float32 weight, T5 clamps infinities after every
-sub-layer in float16 only. Sliding-window attention (Mistral, Phi-3, Gemma 2, Qwen2; a window of 4)
-is checked past the window: prefill longer than the window and decode with a cache longer than it.
+sub-layer in float16 only, Mamba's slow path keeps A, D, the dt bias, the discretisation and
+the scan state in float32 and (residual_in_fp32) hands a float32 residual from block to block.
+Sliding-window attention (Mistral, Phi-3, Gemma 2, Qwen2; a window of 4) is checked past the
+window: prefill longer than the window and decode with a cache longer than it.
 
-Tiny configs on `meta`, one model per family and dtype (module-scoped cache). A CPU bfloat16 run of
-Llama confirms the `meta` measurement. The torch.nn builtins (module_db.json) are checked in every
-dtype too.
+Tiny configs on `meta`, one model per family and dtype (module-scoped cache). CPU bfloat16 runs of
+Llama and Mamba confirm the `meta` measurement. The torch.nn builtins (module_db.json) are checked
+in every dtype too.
 """
 from __future__ import annotations
 
@@ -65,9 +67,6 @@ ENCODERS = {"bert", "t5"}  # no decode phase (lm_predictor.inputs has none for t
 # Mamba's x_proj/out_proj take transposed inputs that F.linear runs as bmm (see
 # tests/zoo/test_encoders_and_ssm.py): the same documented bytes_read exception in every dtype.
 EXEMPT = {"mamba": {"torch__nn__Linear": ["bytes_read"]}}
-# Mamba's slow path mixes float32 (A, D, dt bias, the scan state) with half activations; those
-# casts are not modelled yet (strict: this fails as soon as they are, so the mark gets removed).
-NOT_YET = {("mamba", "bfloat16"), ("mamba", "float16")}
 
 
 @pytest.fixture(scope="module")
@@ -90,14 +89,8 @@ def models() -> Callable[[str, str], tuple[Any, torch.nn.Module]]:
 
 
 def _cases() -> list[Any]:
-    out = []
-    for family in FAMILIES:
-        for dtype in ("bfloat16", "float16"):
-            why = "Mamba mixer float32 casts not modelled"
-            marks = ([pytest.mark.xfail(strict=True, reason=why)]
-                     if (family, dtype) in NOT_YET else [])
-            out.append(pytest.param(family, dtype, marks=marks, id=f"{family}-{dtype}"))
-    return out
+    return [pytest.param(family, dtype, id=f"{family}-{dtype}")
+            for family in FAMILIES for dtype in ("bfloat16", "float16")]
 
 
 @pytest.mark.parametrize("family,dtype", _cases())
@@ -165,9 +158,11 @@ def test_past_sliding_window(family: str, dtype: str, registry) -> None:
 
 # --- meta equals CPU --------------------------------------------------------------------------
 
-def test_cpu_bfloat16_matches_meta(models) -> None:
-    """Llama in bfloat16 on CPU (random weights) measures what `meta` measures, call by call."""
-    config, meta_model = models("llama", "bfloat16")
+@pytest.mark.parametrize("family", ["llama", "mamba"])
+def test_cpu_bfloat16_matches_meta(family: str, models) -> None:
+    """Llama and Mamba (its float32 scan and residual) in bfloat16 on CPU (random weights) measure
+    what `meta` measures, call by call."""
+    config, meta_model = models(family, "bfloat16")
     torch.manual_seed(0)
     cpu_model = build_model(config, device="cpu", dtype=torch.bfloat16)
     from lm_predictor.testing import trace_config
