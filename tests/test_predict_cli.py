@@ -74,6 +74,7 @@ def test_predict_with_hardware_is_memory_bound_in_decode(capsys: pytest.CaptureF
 
     assert main(["predict", "--model-id", MODEL, "--phase", "decode", "--kv-len", "4096",
                  "--batch-size", "1", "--dtype", "bfloat16", "--hardware", "H100-SXM",
+                 "--kernels", "eager",
                  "--no-store", "--json"]) == 0
     point = json.loads(capsys.readouterr().out)["points"][0]
     assert point["bound"] == "memory"
@@ -134,3 +135,25 @@ def test_predict_with_hardware_checks_that_the_point_fits(
     assert "memory fit not checked" in captured.err
     unsized = json.loads(captured.out)["points"]
     assert all(p["fits"] is None and p["time_s"] > 0 for p in unsized)
+
+
+def test_predict_fused_kernels_equal_analyze_fused(tmp_path: Path,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    """`predict --kernels fused` (a meta trace per point) gives the same fused estimate as
+    `analyze --kernels fused` at that point; eager predict uses the formula totals."""
+    from lm_predictor.models import tiny_config
+
+    path = tmp_path / "config.json"
+    tiny_config(load_preset(MODEL)).to_json_file(str(path))
+    common = ["--model-id", str(path), "--phase", "decode", "--kv-len", "16", "--batch-size",
+              "2", "--hardware", "H100-SXM", "--json"]
+    assert main(["predict", *common, "--no-store"]) == 0  # fused is the default on a GPU
+    point = json.loads(capsys.readouterr().out)["points"][0]
+    assert point["kernels"] == "fused"
+    assert main(["analyze", *common, "--no-store", "--kernels", "fused"]) == 0
+    est = json.loads(capsys.readouterr().out)["estimates"]
+    assert est["kernels"] == "fused"
+    assert point["time_s"] == pytest.approx(est["total"]["estimate_s"], rel=1e-9)
+    assert main(["predict", *common, "--no-store", "--kernels", "eager"]) == 0
+    eager = json.loads(capsys.readouterr().out)["points"][0]
+    assert eager["kernels"] == "eager" and eager["time_s"] > point["time_s"]

@@ -34,6 +34,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--kv-len", "--kv_len", dest="kv_len", type=int_list, default=[0])
     add_dtype_arg(p)
     add_formulas_arg(p)
+    p.add_argument("--kernels", choices=("eager", "fused"),
+                   help="with --hardware: kernel model of the time estimate (default fused on "
+                        "accelerators, traced on meta per point; eager on CPUs, from formulas)")
+    p.add_argument("--logits", choices=("last", "all"),
+                   help="with --kernels fused: logits of the last position only (default) or all")
     p.add_argument("--hardware", metavar="NAME",
                    help="add roofline time per point and per token on a catalog device (totals "
                         "as one leaf: use analyze --hardware for per-call estimates)")
@@ -69,6 +74,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
                              "cache), e.g. --kv-len 1024")
     else:
         seqs = args.seq_len or [128]
+    if (args.kernels or args.logits) and not args.hardware:
+        raise UsageError("--kernels and --logits shape the time estimate: add --hardware NAME")
     if 0 in args.batch_size or (args.phase == "prefill" and 0 in seqs):
         raise UsageError("batch sizes and sequence lengths must be >= 1")
     from lm_predictor.models.presets import check_model_id
@@ -114,9 +121,18 @@ def cmd_predict(args: argparse.Namespace) -> int:
         finally:
             if started:
                 status.stop()
+        from hardware.kernels import kernel_default
+
+        kernels = args.kernels or kernel_default(device.kind)
         for row in rows:
-            est = estimate_totals(row["flops"], row["vector_flops"], row["bytes_read"],
-                                  row["bytes_written"], device, args.dtype)
+            if kernels == "fused":  # serving-engine kernels: costed from a meta trace of the point
+                say(f"fused kernels: tracing batch {row['batch_size']}, seq {row['seq_len']}, "
+                    f"kv {row['kv_len']} on meta")
+                est = _fused_estimate(args, row, device)
+            else:  # eager: the traced op sequence, which the formulas predict without a trace
+                est = estimate_totals(row["flops"], row["vector_flops"], row["bytes_read"],
+                                      row["bytes_written"], device, args.dtype)
+            row["kernels"] = kernels
             tokens = row["batch_size"] * row["seq_len"]
             fit = {"fits": None, "memory": unsized}
             if fp is not None:
@@ -164,7 +180,24 @@ def cmd_predict(args: argparse.Namespace) -> int:
     return 0
 
 
+def _fused_estimate(args: argparse.Namespace, row: dict, device: Any) -> Any:
+    """The roofline estimate of one point under the fused kernel model: the point is traced on
+    meta (no weights) and costed by `hardware.kernels` (FlashAttention, fused norms and
+    activations, KV appended in place, last-position logits in prefill)."""
+    from hardware.kernels import estimate_kernels
+    from lm_predictor.run import RunSpec, trace_run
+
+    spec = RunSpec(args.model_id, batch_size=row["batch_size"], seq_len=row["seq_len"],
+                   phase=args.phase, kv_len=row["kv_len"], dtype=args.dtype)
+    trace = trace_run(spec, None).trace
+    return estimate_kernels(trace, device, args.dtype, "fused", args.logits).trace_estimate.total
+
+
 HARDWARE_NOTES = {
+    "kernels": "eager: the unfused op sequence transformers runs (what the formulas predict, no "
+               "trace); fused (default on accelerators): FlashAttention, fused norms, "
+               "activations and rotary, KV cache appended in place, last-position logits in "
+               "prefill, costed from a meta trace of each point",
     "ms_per_step": "one forward pass of the whole batch (roofline estimate on the device)",
     "ms_per_token": "throughput cost: ms_per_step / (batch x seq_len) tokens of the batch, not "
                     "the latency of one request",
@@ -188,7 +221,8 @@ def print_points(args: argparse.Namespace, rows: list[dict], console: Any) -> No
 
     narrow = bool(args.hardware) and console.width < 120
     table = Table(title=f"{args.model_id} · {args.phase} · {args.dtype} · predicted from formulas"
-                        + (f" · {rows[0]['hardware']}" if args.hardware else ""),
+                        + (f" · {rows[0]['hardware']}, {rows[0]['kernels']} kernels"
+                           if args.hardware else ""),
                   box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True)
     columns = ["batch", "seq", "kv", "FLOP", "vector\nFLOP"]
     columns += ["moved\nB"] if narrow else ["read\nB", "written\nB"]
