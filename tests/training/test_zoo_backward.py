@@ -88,6 +88,12 @@ FAMILIES: dict[str, tuple[str, dict[str, Any]]] = {
     "llama_odd": ("meta-llama/Llama-3.1-8B",
                   {"hidden_size": 48, "intermediate_size": 80, "num_attention_heads": 6,
                    "num_key_value_heads": 1, "head_dim": 12, "num_hidden_layers": 3}),
+    # dropout active (0.1 everywhere), tied embeddings, Conv1D projections
+    "gpt2": ("openai-community/gpt2", {}),
+    # no dropout, untied lm_head, one head (head transposes stay contiguous)
+    "gpt2_odd": ("openai-community/gpt2",
+                 {"n_embd": 48, "n_head": 1, "n_inner": 80, "resid_pdrop": 0.0, "embd_pdrop": 0.0,
+                  "attn_pdrop": 0.0, "tie_word_embeddings": False}),
 }
 SHAPES = [(1, 2), (2, 5), (3, 7)]
 
@@ -98,9 +104,11 @@ def test_training_step_reconciles(family: str) -> None:
     assert_training_reconciles(_tiny(preset, **overrides), SHAPES)
 
 
-def test_single_token_and_batch_one() -> None:
+@pytest.mark.parametrize("family", ["llama", "gpt2"])
+def test_single_token_and_batch_one(family: str) -> None:
     """seq 1 (no causal mask, contiguous head transposes) and batch 1 (labels shift in place)."""
-    assert_training_reconciles(_tiny("meta-llama/Llama-3.1-8B"), [(1, 1), (2, 1), (1, 4)],
+    preset, overrides = FAMILIES[family]
+    assert_training_reconciles(_tiny(preset, **overrides), [(1, 1), (2, 1), (1, 4)],
                                kinds=("flash",))
 
 
@@ -121,13 +129,15 @@ def predicted_step(config: Any, batch: int, seq: int, kind: str) -> dict[str, di
     predictor = Predictor.for_config(config, registry=REGISTRY)
     params = dict(predictor.fixed, batch=batch, seq_len=seq, kv_len=0, has_labels=True,
                   grad_enabled=True, flash=kind == "flash")
+    if "training" in params:  # dropout active
+        params["training"] = True
     forward = REGISTRY.evaluate_all(predictor.key, params)
     backward = REGISTRY.evaluate_backward(predictor.key, params)
     assert backward is not None
     return {"forward": forward, "backward": backward}
 
 
-@pytest.mark.parametrize("family", ["llama"])
+@pytest.mark.parametrize("family", ["llama", "gpt2"])
 def test_trace_free_training_step(family: str) -> None:
     """Forward + backward of a whole step predicted from the config equal the traced totals
     (at shapes not used above), and inference prediction is unchanged by the training terms."""
