@@ -88,6 +88,10 @@ FAMILIES: dict[str, tuple[str, dict[str, Any]]] = {
     "llama_odd": ("meta-llama/Llama-3.1-8B",
                   {"hidden_size": 48, "intermediate_size": 80, "num_attention_heads": 6,
                    "num_key_value_heads": 1, "head_dim": 12, "num_hidden_layers": 3}),
+    # lm_head tied to the token embedding: its two weight gradients are summed
+    "llama_tied": ("meta-llama/Llama-3.1-8B", {"tie_word_embeddings": True}),
+    "mistral": ("mistralai/Mistral-7B-v0.1", {}),
+    "qwen2": ("Qwen/Qwen2.5-7B", {}),  # q/k/v biases
     # dropout active (0.1 everywhere), tied embeddings, Conv1D projections
     "gpt2": ("openai-community/gpt2", {}),
     # no dropout, untied lm_head, one head (head transposes stay contiguous)
