@@ -79,6 +79,12 @@ def assert_training_reconciles(config: Any, shapes: list[tuple[int, int]],
 
 
 def _tiny(preset: str, **overrides: Any) -> Any:
+    """Tiny config of a bundled preset, or of a transformers config class
+    ('transformers:Qwen3Config': its defaults) for architectures without a preset."""
+    if preset.startswith("transformers:"):
+        import transformers
+
+        return tiny_config(getattr(transformers, preset.split(":", 1)[1])(), **overrides)
     return tiny_config(load_preset(preset), **overrides)
 
 
@@ -92,6 +98,8 @@ FAMILIES: dict[str, tuple[str, dict[str, Any]]] = {
     "llama_tied": ("meta-llama/Llama-3.1-8B", {"tie_word_embeddings": True}),
     "mistral": ("mistralai/Mistral-7B-v0.1", {}),
     "qwen2": ("Qwen/Qwen2.5-7B", {}),  # q/k/v biases
+    # q_norm/k_norm over the head size; grouped-query variant
+    "qwen3": ("transformers:Qwen3Config", {"num_key_value_heads": 2}),
     # dropout active (0.1 everywhere), tied embeddings, Conv1D projections
     "gpt2": ("openai-community/gpt2", {}),
     # no dropout, untied lm_head, one head (head transposes stay contiguous)
