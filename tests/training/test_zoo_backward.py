@@ -100,6 +100,8 @@ FAMILIES: dict[str, tuple[str, dict[str, Any]]] = {
     "qwen2": ("Qwen/Qwen2.5-7B", {}),  # q/k/v biases
     # q_norm/k_norm over the head size; grouped-query variant
     "qwen3": ("transformers:Qwen3Config", {"num_key_value_heads": 2}),
+    # fused qkv_proj and gate_up_proj (sliced, not accumulated); grouped-query variant
+    "phi3": ("microsoft/Phi-3-mini-4k-instruct", {"num_key_value_heads": 2}),
     # dropout active (0.1 everywhere), tied embeddings, Conv1D projections
     "gpt2": ("openai-community/gpt2", {}),
     # no dropout, untied lm_head, one head (head transposes stay contiguous)
@@ -116,7 +118,7 @@ def test_training_step_reconciles(family: str) -> None:
     assert_training_reconciles(_tiny(preset, **overrides), SHAPES)
 
 
-@pytest.mark.parametrize("family", ["llama", "gpt2"])
+@pytest.mark.parametrize("family", ["llama", "gpt2", "phi3"])
 def test_single_token_and_batch_one(family: str) -> None:
     """seq 1 (no causal mask, contiguous head transposes) and batch 1 (labels shift in place)."""
     preset, overrides = FAMILIES[family]
