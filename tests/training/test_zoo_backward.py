@@ -108,6 +108,11 @@ FAMILIES: dict[str, tuple[str, dict[str, Any]]] = {
     "gpt2_odd": ("openai-community/gpt2",
                  {"n_embd": 48, "n_head": 1, "n_inner": 80, "resid_pdrop": 0.0, "embd_pdrop": 0.0,
                   "attn_pdrop": 0.0, "tie_word_embeddings": False}),
+    # functional dropout of the residual branches, learned positions, tied lm_head
+    "opt": ("facebook/opt-125m", {}),
+    # no residual dropout, attention dropout (math backward masks the score gradient), untied
+    "opt_odd": ("facebook/opt-125m", {"dropout": 0.0, "attention_dropout": 0.1,
+                                      "tie_word_embeddings": False, "num_attention_heads": 2}),
 }
 SHAPES = [(1, 2), (2, 5), (3, 7)]
 
