@@ -108,6 +108,12 @@ FAMILIES: dict[str, tuple[str, dict[str, Any]]] = {
     "gpt2_odd": ("openai-community/gpt2",
                  {"n_embd": 48, "n_head": 1, "n_inner": 80, "resid_pdrop": 0.0, "embd_pdrop": 0.0,
                   "attn_pdrop": 0.0, "tie_word_embeddings": False}),
+    # eager attention (repeat_kv, logit softcapping), four norms per layer, final softcapping
+    "gemma2": ("google/gemma-2-9b", {}),
+    # multi-head (no repeat_kv), untied, three layers (sliding and global alternate)
+    "gemma2_odd": ("google/gemma-2-9b", {"num_attention_heads": 4, "num_key_value_heads": 4,
+                                         "head_dim": 8, "num_hidden_layers": 3,
+                                         "tie_word_embeddings": False}),
     # functional dropout of the residual branches, learned positions, tied lm_head
     "opt": ("facebook/opt-125m", {}),
     # no residual dropout, attention dropout (math backward masks the score gradient), untied
@@ -146,17 +152,18 @@ def predicted_step(config: Any, batch: int, seq: int, kind: str) -> dict[str, di
     from lm_predictor.predict.predictor import Predictor
 
     predictor = Predictor.for_config(config, registry=REGISTRY)
-    params = dict(predictor.fixed, batch=batch, seq_len=seq, kv_len=0, has_labels=True,
-                  grad_enabled=True, flash=kind == "flash")
-    if "training" in params:  # dropout active
-        params["training"] = True
+    names = REGISTRY.get(predictor.key).param_names
+    step = {"has_labels": True, "grad_enabled": True, "flash": kind == "flash",
+            "training": True}  # training: dropout active (GPT-2, OPT)
+    params = dict(predictor.fixed, batch=batch, seq_len=seq, kv_len=0)
+    params.update({k: v for k, v in step.items() if k in names})
     forward = REGISTRY.evaluate_all(predictor.key, params)
     backward = REGISTRY.evaluate_backward(predictor.key, params)
     assert backward is not None
     return {"forward": forward, "backward": backward}
 
 
-@pytest.mark.parametrize("family", ["llama", "gpt2"])
+@pytest.mark.parametrize("family", ["llama", "gpt2", "gemma2"])
 def test_trace_free_training_step(family: str) -> None:
     """Forward + backward of a whole step predicted from the config equal the traced totals
     (at shapes not used above), and inference prediction is unchanged by the training terms."""
