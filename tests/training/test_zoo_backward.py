@@ -114,6 +114,11 @@ FAMILIES: dict[str, tuple[str, dict[str, Any]]] = {
     "gemma2_odd": ("google/gemma-2-9b", {"num_attention_heads": 4, "num_key_value_heads": 4,
                                          "head_dim": 8, "num_hidden_layers": 3,
                                          "tie_word_embeddings": False}),
+    # fused per-head qkv, partial rotary, parallel residual; odd variant: half rotary, tied
+    "gpt_neox": ("transformers:GPTNeoXConfig", {}),
+    "gpt_neox_odd": ("transformers:GPTNeoXConfig",
+                     {"hidden_size": 48, "num_attention_heads": 3, "intermediate_size": 80,
+                      "rotary_pct": 0.5, "tie_word_embeddings": True, "num_hidden_layers": 3}),
     # functional dropout of the residual branches, learned positions, tied lm_head
     "opt": ("facebook/opt-125m", {}),
     # no residual dropout, attention dropout (math backward masks the score gradient), untied
