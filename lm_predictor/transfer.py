@@ -197,6 +197,8 @@ class Transferrer:
             for metric in ("flops", "vector_flops", "bytes_read", "bytes_written",
                            "activation_bytes"):
                 item[metric] = sub(item.get(metric))
+        if data.get("backward"):  # backward templates call the same nested entries
+            data["backward"] = {m: sub(v) for m, v in data["backward"].items()}
         data["module_depends"] = sorted({mapping.get(k, k) for k in data["module_depends"]})
         data["full_class_name"] = full_class_name
         data["code_location"] = None
