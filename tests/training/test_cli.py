@@ -52,7 +52,7 @@ def test_mfu_by_hand(tiny_llama, capsys) -> None:
     path, config = tiny_llama
     out = run_json(capsys, "analyze", "--model-id", str(path), "--phase", "train",
                    "--batch-size", "2", "--seq-len", "8", "--no-store", "--json",
-                   "--hardware", "A100-80GB-SXM", "--step-time", "0.001")
+                   "--hardware", "A100-80GB-SXM", "--step-time", "0.001", "--dtype", "float32")
     mfu = out["training"]["mfu"]
     n = sum(p.numel() for p in build_model(config).parameters())
     layers, heads, head_dim, seq = 4, 4, 16, 8
