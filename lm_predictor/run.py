@@ -227,13 +227,18 @@ def trace_run(spec: RunSpec, registry: Registry | None, *, config: Any = None,
         note = (note + "; " if note else "") + (
             f"warning: {spec.new_tokens + spec.kv_len} positions exceed the model's "
             f"max_position_embeddings ({limit}); a real device would fail or extrapolate")
-    recon, formulas = None, {}
+    return finish(RunOutput(spec, run_meta(spec, chash, label), t, None, config, model,
+                            built.get("inputs", {}), {}, note, method), registry, say)
+
+
+def finish(out: RunOutput, registry: Registry | None, say: Progress) -> RunOutput:
+    """The last stage of every traced run (model id or your own module): reconcile the trace
+    against the registry and snapshot the formulas it used (skipped without a registry)."""
     if registry is not None:
         say("reconciling")
-        recon = reconcile(t, registry, spec.rtol)
-        formulas = formulas_used(t, registry)
-    return RunOutput(spec, run_meta(spec, chash, label), t, recon, config, model,
-                     built.get("inputs", {}), formulas, note, method)
+        out.recon = reconcile(out.trace, registry, out.spec.rtol)
+        out.formulas = formulas_used(out.trace, registry)
+    return out
 
 
 def rereconcile(out: RunOutput, registry: Registry) -> RunOutput:
@@ -378,10 +383,6 @@ def trace_module(model: torch.nn.Module, registry: Registry | None, *, args: tup
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ModelError(f"the forward pass of {name} failed: {first}; nothing was "
                          f"stored") from None
-    recon, formulas = None, {}
-    if registry is not None:
-        say("reconciling")
-        recon = reconcile(t, registry, rtol)
-        formulas = formulas_used(t, registry)
-    return RunOutput(spec, run_meta(spec, module_hash(model)), t, recon,
-                     getattr(model, "config", None), model, kwargs, formulas, note)
+    return finish(RunOutput(spec, run_meta(spec, module_hash(model)), t, None,
+                            getattr(model, "config", None), model, kwargs, {}, note), registry,
+                  say)
