@@ -10,6 +10,7 @@ import argparse
 import math
 import os
 import re
+from typing import Callable
 
 from formula_db.units import MODEL_DTYPES
 
@@ -55,26 +56,31 @@ def int_list(text: str) -> list[int]:
     return values
 
 
-def positive_float(text: str) -> float:
-    """A finite number > 0."""
+def _number(text: str, what: str, ok: Callable[[float], bool]) -> float:
+    """A finite float for which `ok` holds, else a usage error "expected <what>"."""
     try:
         value = float(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number > 0, got {text!r}") from None
-    if not math.isfinite(value) or value <= 0:
-        raise argparse.ArgumentTypeError(f"expected a finite number > 0, got {text!r}")
+        raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
+    if not math.isfinite(value) or not ok(value):
+        raise argparse.ArgumentTypeError(f"expected a finite {what.removeprefix('a ')}, "
+                                         f"got {text!r}")
     return value
+
+
+def positive_float(text: str) -> float:
+    """A finite number > 0."""
+    return _number(text, "a number > 0", lambda v: v > 0)
 
 
 def tolerance(text: str) -> float:
     """A finite relative tolerance >= 0."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}") from None
-    if not math.isfinite(value) or value < 0:
-        raise argparse.ArgumentTypeError(f"expected a finite number >= 0, got {text!r}")
-    return value
+    return _number(text, "a number >= 0", lambda v: v >= 0)
+
+
+def fraction(text: str) -> float:
+    """A share in (0, 1]."""
+    return _number(text, "a number in (0, 1]", lambda v: 0 < v <= 1)
 
 
 DEVICE = re.compile(r"^(meta|cpu|cuda(:\d+)?)$")

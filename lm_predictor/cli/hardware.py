@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 
 from formula_db.units import MODEL_DTYPES
-from lm_predictor.cli._args import add_db_arg, non_negative_int, positive_int
+from lm_predictor.cli._args import add_db_arg, fraction, non_negative_int, positive_int
 
 if TYPE_CHECKING:
     from hardware.catalog import Catalog
@@ -42,15 +42,6 @@ def bits(text: str) -> int:
         raise argparse.ArgumentTypeError(f"expected a bit width of at most 64, got {value}")
     return value
 
-
-def fraction(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number in (0, 1], got {text!r}") from None
-    if not 0 < value <= 1:
-        raise argparse.ArgumentTypeError(f"expected a number in (0, 1], got {value}")
-    return value
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -376,6 +367,7 @@ def run_memory(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.table import Table
 
+    from formula_db.units import config_dtype_name
     from hardware.kernels import kernel_default
     from hardware.memory import plan_memory
     from lm_predictor import settings
@@ -395,7 +387,7 @@ def run_memory(args: argparse.Namespace) -> int:
         from lm_predictor.errors import UsageError
 
         raise UsageError(f"{', '.join(train_only)} only apply with --train")
-    dtype_name = args.dtype or _config_dtype(resolved.config)
+    dtype_name = args.dtype or config_dtype_name(resolved.config)
     kernels = args.kernels or kernel_default(device.kind)
     source = TracedMemory(resolved.config, torch_dtype(dtype_name), kernels, args.logits)
     plan = plan_memory(source, device.capacity_bytes, batch_size=args.batch_size,
@@ -426,12 +418,6 @@ def run_memory(args: argparse.Namespace) -> int:
                                            if plan.context_limit else ""))
     return 0
 
-
-def _config_dtype(config: object) -> str:
-    """The config's `torch_dtype` / `dtype` (see `formula_db.units.config_dtype_name`)."""
-    from formula_db.units import config_dtype_name
-
-    return config_dtype_name(config)
 
 
 def _train_memory(args: argparse.Namespace, resolved: Any, device: Any) -> int:

@@ -7,7 +7,6 @@ Limits: `check_fits` knows cpu (Linux `/proc/meminfo`) and cuda only.
 """
 from __future__ import annotations
 
-import copy
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +18,7 @@ from transformers import PretrainedConfig
 from lm_predictor.errors import ModelError
 from lm_predictor.models.build import build_model, count_parameters
 from hardware.memory import MemoryBreakdown
+from lm_predictor.fallback import truncated_config
 from lm_predictor.models.cache import cache_layout
 
 GIB = 1024**3
@@ -141,18 +141,6 @@ def check_fits(estimate: MemoryEstimate, device: str) -> None:
 
 # --- memory from the trace (hardware memory, analyze's sizing) -----------------------------
 
-def _truncated(config: Any, layers: int) -> Any:
-    """A copy of `config` with at most `layers` decoder layers (per-layer lists sliced)."""
-    config = copy.deepcopy(config)
-    text = config.get_text_config() if hasattr(config, "get_text_config") else config
-    for name in ("num_hidden_layers", "n_layer", "num_layers"):
-        total = getattr(text, name, None)
-        if isinstance(total, int) and total > layers:
-            setattr(text, name, layers)
-            for key, value in list(vars(text).items()):
-                if isinstance(value, list) and len(value) == total:
-                    setattr(text, key, value[:layers])
-    return config
 
 
 class TracedMemory:
@@ -174,7 +162,7 @@ class TracedMemory:
         self.weights_bytes = sum(p.numel() for p in full.parameters()) * self.itemsize
         self.layout = cache_layout(full, dtype=self.dtype)
         self.model = full if probe_layers is None else build_model(
-            _truncated(config, probe_layers), device="meta", dtype=self.dtype)
+            truncated_config(config, probe_layers), device="meta", dtype=self.dtype)
         del full
         text = config.get_text_config() if hasattr(config, "get_text_config") else config
         self.context_limit: int | None = getattr(text, "max_position_embeddings", None)
@@ -259,5 +247,5 @@ def saved_activation_bytes(config: Any, dtype: Any, *, batch_size: int, seq_len:
 
     if layers is None or layers <= 2:
         return saved(config)
-    one, two = saved(_truncated(config, 1)), saved(_truncated(config, 2))
+    one, two = saved(truncated_config(config, 1)), saved(truncated_config(config, 2))
     return one + (two - one) * (layers - 1)
