@@ -144,7 +144,10 @@ def analyze(model_id: Any, *, inputs: dict[str, Any] | None = None, args: tuple 
 
         say("covering classes without a formula (transfer, then derivation)")
         try:
-            report = cover_model(out.config, registry, user_path=formulas)
+            from lm_predictor.run import torch_dtype
+
+            report = cover_model(out.config, registry, user_path=formulas,
+                                 dtype=torch_dtype(out.spec.dtype))
         except Exception as exc:  # noqa: BLE001 - sampling traces on meta can fail for any model
             notes.append(f"formulas not derived: {' '.join(str(exc).split())[:200]}")
         else:

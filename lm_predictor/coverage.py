@@ -217,11 +217,13 @@ def cover_model(config: Any, registry: Registry | None = None, *, store: bool = 
                 user_path: str | Path | None = None, transfer: bool = True,
                 derive: bool = True, samples: list[Sample] | None = None,
                 points: tuple[Point, ...] = FIT_POINTS,
-                held_out: tuple[Point, ...] = HELD_OUT_POINTS) -> CoverageReport:
+                held_out: tuple[Point, ...] = HELD_OUT_POINTS,
+                dtype: Any = None) -> CoverageReport:
     """Transfer, then derive, an entry for every uncovered class of the model built from
     `config`; store the accepted ones in the user database (unless `store=False`)."""
     registry = registry or Registry.default(user_path)
-    samples = samples or sample_traces(config, points, held_out)
+    samples = samples or sample_traces(config, points, held_out,
+                                       **({"dtype": dtype} if dtype is not None else {}))
     before = _summary_over(samples, registry)
     trace0 = samples[0].trace
     work = registry

@@ -84,16 +84,19 @@ class Sample:
 
 def sample_traces(config: Any, points: Iterable[Point] = FIT_POINTS,
                   held_out: Iterable[Point] = HELD_OUT_POINTS,
-                  model: torch.nn.Module | None = None) -> list[Sample]:
-    """Trace `config` on meta at every fit and held-out point (one model, built once)."""
+                  model: torch.nn.Module | None = None,
+                  dtype: torch.dtype = torch.float32) -> list[Sample]:
+    """Trace `config` on meta at every fit and held-out point (one model, built once, in
+    `dtype`: entries are verified in the dtype they will be used in)."""
     from lm_predictor.models import build_model
     from lm_predictor.testing import trace_config
 
-    model = model or build_model(config, device="meta")
+    model = model or build_model(config, device="meta", dtype=dtype)
     out: list[Sample] = []
     for held, pts in ((False, points), (True, held_out)):
         for p in pts:
-            t = trace_config(config, p.batch, p.seq_len, p.phase, p.kv_len, model=model)
+            t = trace_config(config, p.batch, p.seq_len, p.phase, p.kv_len, dtype=dtype,
+                             model=model)
             out.append(Sample(p, t, held))
     return out
 
@@ -346,9 +349,10 @@ def _literal(v: Any) -> str | None:
     return None
 
 
-def itemsize_bind(call: CallRecord) -> tuple[str | None, int]:
+def itemsize_bind(call: CallRecord, default: int = 4) -> tuple[str | None, int]:
     """(bind text, value) of the activations' bytes per element: the first floating tensor
-    among the call's arguments or outputs; (None, 4) when there is none."""
+    among the call's arguments or outputs; (None, `default`) when there is none (a top-level
+    model returns an output object: `default` is then the traced model's activation size)."""
     def find(desc: Any, expr: str, depth: int) -> tuple[str, int] | None:
         if isinstance(desc, TensorMeta) and desc.dtype.startswith(("float", "bfloat")):
             return f"itemsize({expr})", desc.itemsize
@@ -364,7 +368,7 @@ def itemsize_bind(call: CallRecord) -> tuple[str | None, int]:
     for i, value in enumerate(call.inputs):
         if (hit := find(value, f"input[{i}]", 0)):
             return hit
-    return find(call.outputs, "output", 0) or (None, 4)
+    return find(call.outputs, "output", 0) or (None, default)
 
 
 def guard_bind(config: Mapping[str, Any], model_type: str, itemsize: int) -> str:
@@ -412,6 +416,16 @@ class Deriver:
         self.registry = registry
         self.model_type = model_type
         self.config = samples[0].trace.config if samples else {}
+        self._itemsize: int | None = None
+
+    def traced_itemsize(self) -> int:
+        """Bytes per element of the sampled model's activations (first call with a floating
+        tensor), for entries whose own call shows none (4 when no call does)."""
+        if self._itemsize is None:
+            found = (itemsize_bind(c) for c in (self.samples[0].trace.calls if self.samples
+                                                 else []))
+            self._itemsize = next((size for bind, size in found if bind is not None), 4)
+        return self._itemsize
 
     # variables ----------------------------------------------------------------------------------
     def _truth(self, p: Point) -> dict[str, int]:
@@ -613,7 +627,7 @@ class Deriver:
             params.append({"name": "in_domain", "type": "int", "default": 1, "bind": domain,
                            "description": "refuses shapes outside prefill / one-token decode"})
         guard = guard_values(self.config)
-        s_bind, itemsize = itemsize_bind(calls[0][1])
+        s_bind, itemsize = itemsize_bind(calls[0][1], self.traced_itemsize())
         params.append({"name": "s", "type": "int", "default": itemsize, "bind": s_bind,
                        "description": "bytes per element of the activations (only the traced "
                                       "size is valid)"})

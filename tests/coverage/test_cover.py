@@ -84,3 +84,27 @@ def test_a_second_config_re_derives_its_entries(olmo, tmp_path) -> None:
     assert derived <= redone and second.after.fully_exact
     stored = Registry.default(path)
     assert all(stored.get(k).validation.config_hash == second.config_hash for k in derived)
+
+
+def test_cover_in_bfloat16_then_predict_equals_a_bfloat16_trace() -> None:
+    """Entries are sampled and verified in the run's dtype: an OLMo covered in bfloat16 (as
+    `analyze --dtype bfloat16` does) reconciles exactly and predicts bfloat16 traces at unseen
+    shapes, the top-level entry's size guard included."""
+    import torch
+    from transformers import OlmoConfig
+
+    from formula_db.registry import Registry
+    from lm_predictor.models import tiny_config
+    from lm_predictor.predict.predictor import Predictor
+    from lm_predictor.testing import trace_config
+
+    config = tiny_config(OlmoConfig())
+    registry = Registry.default(include_user=False)
+    report = cover_model(config, registry, store=False, dtype=torch.bfloat16)
+    assert report.after.fully_exact, report.lines()
+    covered = with_entries(registry, list(report.entries))
+    predictor = Predictor.for_config(config, registry=covered, dtype="bfloat16")
+    for b, s in ((3, 11), (2, 6)):
+        measured = trace_config(config, b, s, dtype="bfloat16").totals.as_dict()
+        predicted = predictor.point(b, s, 0)
+        assert {m: predicted[m] for m in measured} == measured
