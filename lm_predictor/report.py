@@ -314,6 +314,10 @@ def render(meta: RunMeta, trace: Trace, recon: Reconciliation, console: Console,
     groups = mismatch_groups(trace, recon, meta.rtol)
     if groups:
         console.print(mismatch_table(groups, top, wide=console.width >= 120))
+        for g in groups[:top]:  # why a formula could not be evaluated: a line each, not a cell
+            if g.metric == "error":
+                console.print(f"{short_class(g.class_name)}: {g.error}", highlight=False,
+                              markup=False)
     if recon.uncovered_classes:
         console.print("no formula (write one with lm-predictor agent CLASS): "
                       + ", ".join(f"{short_class(k)} ×{v}"
@@ -404,7 +408,7 @@ def mismatch_table(groups: list[MismatchGroup], top: int, wide: bool = False) ->
         cells = [escape(short_class(g.class_name)), g.metric, str(g.calls),
                  "error" if g.metric == "error" else pct(g.worst),
                  si(g.measured, unit) if g.metric != "error" else "",
-                 si(g.predicted, unit) if g.metric != "error" else escape((g.error or "")[:40])]
+                 si(g.predicted, unit) if g.metric != "error" else "see below"]
         if wide:
             cells.append(escape(g.worst_path or "(model)"))
         table.add_row(*cells)
