@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Literal
 
 from formula_db.ast import (Attr, BinOp, Bool, Call, Cond, Func, Index, Name, Node, Num, Param,
@@ -332,7 +333,16 @@ def _deeper_than(node: Node, limit: int) -> Node | None:
 
 
 def parse(text: str, mode: Mode = "template") -> Node:
-    """Parse template (or bind, with `mode="bind"`) text into an AST; raises FormulaError."""
+    """Parse template (or bind, with `mode="bind"`) text into an AST; raises FormulaError.
+    Results are memoised (the AST is immutable): covering a model validates the same texts
+    thousands of times."""
+    if not isinstance(text, str):
+        raise FormulaError(f"template must be a string, got {type(text).__name__}")
+    return _parse_cached(text, mode)
+
+
+@lru_cache(maxsize=8192)
+def _parse_cached(text: str, mode: Mode) -> Node:
     if not isinstance(text, str):
         raise FormulaError(f"template must be a string, got {type(text).__name__}")
     if len(text) > MAX_TEMPLATE_CHARS:  # before tokenising: a huge text costs nothing

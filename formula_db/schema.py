@@ -22,6 +22,7 @@ Metric conventions (shared with the measuring counter in `tracing/`):
 from __future__ import annotations
 
 import datetime
+from functools import lru_cache
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, model_validator
@@ -190,17 +191,18 @@ class FormulaEntry(BaseModel):
         calls: set[str] = set()
         for field, text in texts.items():
             node = _parse(text, "template", f"{where}.{field}")
-            unknown = param_names(node) - declared
+            used, called = _facts(text)
+            unknown = used - declared
             if unknown:
                 raise ValueError(FormulaError(
                     f"unknown parameter(s) {', '.join('${' + u + '}' for u in sorted(unknown))}; "
                     f"declared: {', '.join(names) or 'none'}", text,
                     _first_pos(node, unknown), f"{where}.{field}").render())
             try:
-                check_metric(node, types, text, f"{where}.{field}", self.allow_fractional)
+                _checked_metric(text, tuple(sorted(types.items())), self.allow_fractional)
             except FormulaError as exc:
-                raise ValueError(exc.render()) from None
-            calls |= called_keys(node)
+                raise ValueError(exc.located(f"{where}.{field}").render()) from None
+            calls |= called
             self._asts[field] = node
         seen: set[str] = set()
         for p in self.parameters:
@@ -218,6 +220,23 @@ class FormulaEntry(BaseModel):
             raise ValueError(f"{where}: module_depends must equal the keys the templates call; "
                              f"missing {missing}, not called {extra}")
         return self
+
+
+@lru_cache(maxsize=8192)
+def _facts(text: str) -> tuple[frozenset[str], frozenset[str]]:
+    """(parameters used, entry keys called) of a template text (already parsed once: `parse`
+    is memoised); memoised by text, since covering a model validates the same templates in
+    thousands of candidate entries."""
+    node = parse(text, "template")
+    return frozenset(param_names(node)), frozenset(called_keys(node))
+
+
+@lru_cache(maxsize=8192)
+def _checked_metric(text: str, types: tuple[tuple[str, str], ...],
+                    allow_fractional: bool) -> None:
+    """`check_metric` memoised on (text, parameter types). Failures are not cached (they
+    raise)."""
+    check_metric(parse(text, "template"), dict(types), text, "", allow_fractional)
 
 
 def _parse(text: str, mode: Literal["template", "bind"], where: str) -> Node:
