@@ -360,6 +360,9 @@ def run_type(spec: SweepType, shape: tuple[int, int] = DEFAULT_SHAPE,
                 result.method_notes.append(f"cover failed: {_error_line(exc)}")
             else:
                 registry = with_entries(registry, list(report.entries))
+                result.method_notes += [
+                    f"not covered: {o.class_name.rsplit('.', 1)[-1]}: {o.reason[:300]}"
+                    for o in report.outcomes if o.source == "none"]
                 recon = reconcile(t, registry, 0.0)
         result.calls = len(t.calls)
         result.classes = len({c.class_name for c in t.calls})
