@@ -48,12 +48,30 @@ def plain_attributes(module: torch.nn.Module) -> dict[str, AttrValue]:
     return out
 
 
-def plain_config(config: Any) -> dict[str, Any]:
-    """Plain values of a transformers config (or a mapping)."""
-    data = config.to_dict() if hasattr(config, "to_dict") else dict(config or {})
+# Sub-configs of a composite (multimodal) config whose values the text model's modules read.
+TEXT_CONFIG_KEYS = ("text_config", "language_config", "llm_config")
+
+
+def _plain(data: Mapping[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in data.items()
             if v is None or isinstance(v, (bool, int, float, str))
             or (isinstance(v, (list, tuple)) and all(isinstance(x, (int, float)) for x in v))}
+
+
+def plain_config(config: Any) -> dict[str, Any]:
+    """Plain values of a transformers config (or a mapping). A composite config (a vision- or
+    audio-language model: `text_config` etc.) also gives its text sub-config's values under
+    the keys the top level lacks, so that the language model's modules, which read
+    `config.num_attention_heads`, bind inside the wrapper as they do alone."""
+    data = config.to_dict() if hasattr(config, "to_dict") else dict(config or {})
+    out = _plain(data)
+    for key in TEXT_CONFIG_KEYS:
+        sub = data.get(key)
+        if isinstance(sub, Mapping):
+            for k, v in _plain(sub).items():
+                out.setdefault(k, v)
+            break
+    return out
 
 
 def make_roots(attributes: Mapping[str, Any], inputs: tuple[Described, ...],

@@ -43,6 +43,7 @@ from typing import Any
 
 import torch
 
+from formula_db.bind import plain_config
 from formula_db.meta import flat_tensors
 
 from .backward import (GraphTagger, NodeTags, OUTSIDE, SavedTensorMeter, SdpaGroups,
@@ -56,12 +57,13 @@ from .timing import CallTimer, make_timer
 
 
 def model_config(model: torch.nn.Module) -> dict[str, Any]:
-    """Scalar entries (int/float/bool/str/None) of `model.config.to_dict()`, else {}."""
+    """Scalar entries (int/float/bool/str/None) of `model.config` (with a composite config's
+    text sub-config filling the keys the top level lacks: `formula_db.bind.plain_config`),
+    else {}."""
     config = getattr(model, "config", None)
-    to_dict = getattr(config, "to_dict", None)
-    if not callable(to_dict):
+    if not callable(getattr(config, "to_dict", None)):
         return {}
-    return {k: v for k, v in to_dict().items()
+    return {k: v for k, v in plain_config(config).items()
             if v is None or isinstance(v, (bool, int, float, str))}
 
 
