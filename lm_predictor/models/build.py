@@ -51,7 +51,8 @@ LAYER_KEYS = ("num_hidden_layers", "n_layer", "num_layers")
 def tiny_config(config: PretrainedConfig, **overrides: Any) -> PretrainedConfig:
     """A small config of the same architecture, for tests: 2 layers, hidden 64, 4 heads, kv heads
     2 under GQA (1 under MQA, 4 under MHA), intermediate 128, vocab 128, 4 experts with top-2,
-    scaled-down MLA ranks, sliding windows of at most 32; per-layer lists (`layer_types`) keep
+    scaled-down MLA ranks, sliding windows of at most 32, sizes the class leaves None filled
+    (`_fill_unset`); per-layer lists (`layer_types`) keep
     their pattern for the new depth and token ids outside the new vocab become 0. `overrides`
     are applied last (a layer-count override also sizes the per-layer lists)."""
     d = copy.deepcopy(config.to_dict())
@@ -82,6 +83,7 @@ def tiny_config(config: PretrainedConfig, **overrides: Any) -> PretrainedConfig:
         d["head_dim"] = 16
         if d.get("query_pre_attn_scalar") == old_head_dim:  # Gemma 2 scales by head_dim
             d["query_pre_attn_scalar"] = 16
+    _fill_unset(d)
     layers = next((overrides[k] for k in LAYER_KEYS if isinstance(overrides.get(k), int)), 2)
     for k, v in list(d.items()):
         if k.endswith("layer_types") and isinstance(v, list) and v and len(v) == old_layers:
@@ -90,6 +92,23 @@ def tiny_config(config: PretrainedConfig, **overrides: Any) -> PretrainedConfig:
             d[k] = _in_vocab(v, d.get("vocab_size", 128))
     d.update(overrides)
     return config_from_dict(d, where=f"tiny {d.get('model_type')} config")
+
+
+def _fill_unset(d: dict[str, Any]) -> None:
+    """Sizes some config classes leave None by default and their models then divide by or call
+    with (transformers' HunYuan / Ministral `head_dim`, Nemotron `num_key_value_heads`,
+    DeepSeek-V2 `num_experts_per_tok`), set to the usual derived value: head size = hidden /
+    heads, multi-head attention, top-2 routing."""
+    heads = d.get("num_attention_heads")
+    if "head_dim" in d and d["head_dim"] is None and isinstance(heads, int) \
+            and isinstance(d.get("hidden_size"), int) and "qk_rope_head_dim" not in d:
+        d["head_dim"] = d["hidden_size"] // heads
+    if "num_key_value_heads" in d and d["num_key_value_heads"] is None and isinstance(heads, int):
+        d["num_key_value_heads"] = heads
+    experts = ("num_local_experts", "n_routed_experts", "num_experts")
+    if "num_experts_per_tok" in d and d["num_experts_per_tok"] is None \
+            and any(isinstance(d.get(k), int) for k in experts):
+        d["num_experts_per_tok"] = 2
 
 
 def _in_vocab(token: Any, vocab: int) -> Any:
