@@ -14,7 +14,7 @@ Example:
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from math import prod
 from typing import TYPE_CHECKING, Any, Union
 
@@ -26,12 +26,14 @@ Scalar = Union[int, float, bool, str, None]
 
 @dataclass(frozen=True)
 class TensorMeta:
-    """Shape, dtype, device and element size of one tensor."""
+    """Shape, dtype, device and element size of one tensor; `strides` only for a
+    non-contiguous tensor (None: contiguous), since aten copies or reroutes such inputs."""
 
     shape: tuple[int, ...]
     dtype: str
     device: str
     itemsize: int
+    strides: tuple[int, ...] | None = field(default=None, repr=False)
 
     @property
     def numel(self) -> int:
@@ -45,14 +47,38 @@ class TensorMeta:
     def ndim(self) -> int:
         return len(self.shape)
 
+    @property
+    def contiguous(self) -> bool:
+        return self.strides is None
+
     def to_json(self) -> dict[str, Any]:
-        return {"shape": list(self.shape), "dtype": self.dtype, "device": self.device,
-                "itemsize": self.itemsize}
+        out: dict[str, Any] = {"shape": list(self.shape), "dtype": self.dtype,
+                               "device": self.device, "itemsize": self.itemsize}
+        if self.strides is not None:
+            out["strides"] = list(self.strides)
+        return out
 
     @classmethod
     def from_tensor(cls, t: torch.Tensor) -> "TensorMeta":
+        strides = None if t.is_contiguous() else tuple(int(x) for x in t.stride())
         return cls(tuple(int(s) for s in t.shape), str(t.dtype).removeprefix("torch."),
-                   t.device.type, t.element_size())
+                   t.device.type, t.element_size(), strides)
+
+
+def rows_fold(t: TensorMeta) -> bool:
+    """aten `matmul`'s fold test on a >= 3-d input: its leading dimensions merge into rows
+    with no copy, checked stride by stride with size-1 dimensions included (`should_fold`)."""
+    if t.strides is None:
+        return True
+    return all(t.strides[i] == t.strides[i + 1] * t.shape[i + 1] for i in range(t.ndim - 2))
+
+
+def rows_view(t: TensorMeta) -> bool:
+    """`t.view(-1, t.shape[-1])` needs no copy (size-1 dimensions ignored, as `view` does)."""
+    if t.strides is None:
+        return True
+    dims = [(n, st) for n, st in zip(t.shape[:-1], t.strides[:-1]) if n != 1]
+    return all(a[1] == b[1] * b[0] for a, b in zip(dims, dims[1:]))
 
 
 @dataclass(frozen=True)
