@@ -101,3 +101,53 @@ def test_function_entry_matches_measurement(case: int, device: str) -> None:
     predicted = REG.evaluate_all(name, REG.bind(name, call_roots(None, args, kwargs, out)))
     assert {m: predicted[m] for m in total.as_dict()} == total.as_dict()
     assert predicted["activation_bytes"] == out.numel() * out.element_size()
+
+
+# Inputs whose leading dimensions do not merge into rows by a view: aten's matmul then either
+# copies the input (it folds them: the weight needs a gradient outside inference mode, or the
+# rows are a view) or runs a bmm over the weight expanded per batch (inference mode, a frozen
+# weight), and the bias is a separate add instead of addmm's epilogue.
+LAYOUTS: dict[str, Callable[..., torch.Tensor]] = {
+    "transposed-b2": lambda make: make(2, 8, 5).transpose(1, 2),    # (2, 5, 8), no view
+    "transposed-b1": lambda make: make(1, 8, 5).transpose(1, 2),    # a view (size-1 batch)
+    "seq-major": lambda make: make(5, 3, 8).transpose(0, 1),        # (3, 5, 8), no view
+    "sliced": lambda make: make(2, 5, 12)[..., :8],                  # rows are a view
+    "padded": lambda make: make(2, 6, 8)[:, :5, :],                  # (2, 5, 8), no view
+    "4d": lambda make: make(2, 3, 8, 4).transpose(2, 3),            # (2, 3, 4, 8)
+}
+
+
+@pytest.mark.parametrize("mode", ["inference", "no_grad", "frozen", "train"])
+@pytest.mark.parametrize("bias", [True, False])
+@pytest.mark.parametrize("layout", sorted(LAYOUTS))
+@pytest.mark.parametrize("device", ["cpu", "meta"])
+def test_linear_non_contiguous_input(device: str, layout: str, bias: bool, mode: str) -> None:
+    """nn.Linear on non-contiguous inputs: every metric equals the aten counter in inference
+    mode, under no_grad, with a frozen weight, and in a training step (forward and backward;
+    the input is a view of a tensor that needs a gradient, as inside a model)."""
+    from lm_predictor.reconcile import reconcile
+
+    with torch.device(device):
+        module = nn.Linear(8, 6, bias=bias)
+    if mode == "frozen":
+        module.requires_grad_(False)
+    train = mode == "train"
+
+    def make(*shape: int) -> torch.Tensor:
+        return torch.randn(*shape, device=device, requires_grad=train)
+
+    if train:
+        with trace(module, backward=True) as t:
+            y = module(LAYOUTS[layout](make))
+            y.backward(torch.ones_like(y))
+        result = reconcile(t, REG).calls[0]
+        assert (result.status, result.backward.status) == ("exact", "exact"), \
+            (layout, result.measured, result.predicted, result.backward.measured,
+             result.backward.predicted)
+        return
+    ctx = torch.inference_mode() if mode == "inference" else torch.no_grad()
+    x = LAYOUTS[layout](make)
+    with ctx, trace(module) as t:
+        module(x)
+    call = t.calls[0]
+    assert predict_call(call, REG, {}) == measured_of(call), (layout, mode)

@@ -64,9 +64,9 @@ FAMILIES: dict[str, Callable[[], Any]] = {
                                               num_hidden_layers=2, expand=2, conv_kernel=4),
 }
 ENCODERS = {"bert", "t5"}  # no decode phase (lm_predictor.inputs has none for them)
-# Mamba's x_proj/out_proj take transposed inputs that F.linear runs as bmm (see
-# tests/zoo/test_encoders_and_ssm.py): the same documented bytes_read exception in every dtype.
-EXEMPT = {"mamba": {"torch__nn__Linear": ["bytes_read"]}}
+# Calls exempt from a metric, per family (none: Mamba's transposed x_proj/out_proj inputs are
+# modelled by the torch.nn.Linear builtin).
+EXEMPT: dict[str, dict[str, list[str]]] = {}
 
 
 @pytest.fixture(scope="module")
