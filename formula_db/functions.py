@@ -10,7 +10,7 @@ import math
 from fractions import Fraction
 from typing import Any, Callable
 
-from formula_db.meta import TensorMeta, rows_fold, rows_view
+from formula_db.meta import TensorMeta, merges, rows_view
 
 FuncSpec = tuple[int, int, Callable[..., Any]]
 
@@ -52,7 +52,7 @@ BIND_FUNCS: dict[str, FuncSpec] = {
     "is_none": (1, 1, lambda x: x is None),
     "is_tensor": (1, 1, lambda x: isinstance(x, TensorMeta)),
     "is_contiguous": (1, 1, lambda t: _tensor("is_contiguous", t).contiguous),
-    "rows_fold": (1, 1, lambda t: rows_fold(_tensor("rows_fold", t))),
+    "merges": (2, 2, lambda t, n: merges(_tensor("merges", t), n)),
     "rows_view": (1, 1, lambda t: rows_view(_tensor("rows_view", t))),
     "get": (2, 3, lambda m, k, d=None: m.get(k, d) if isinstance(m, dict) else d),
 }

@@ -65,20 +65,18 @@ class TensorMeta:
                    t.device.type, t.element_size(), strides)
 
 
-def rows_fold(t: TensorMeta) -> bool:
-    """aten `matmul`'s fold test on a >= 3-d input: its leading dimensions merge into rows
-    with no copy, checked stride by stride with size-1 dimensions included (`should_fold`)."""
-    if t.strides is None:
+def merges(t: TensorMeta, n: int) -> bool:
+    """The first `n` dimensions of `t` merge into one by a view, no copy (size-1 dimensions
+    ignored, as `view` does)."""
+    if t.strides is None or n <= 1:
         return True
-    return all(t.strides[i] == t.strides[i + 1] * t.shape[i + 1] for i in range(t.ndim - 2))
+    dims = [(size, st) for size, st in zip(t.shape[:n], t.strides[:n]) if size != 1]
+    return all(a[1] == b[1] * b[0] for a, b in zip(dims, dims[1:]))
 
 
 def rows_view(t: TensorMeta) -> bool:
-    """`t.view(-1, t.shape[-1])` needs no copy (size-1 dimensions ignored, as `view` does)."""
-    if t.strides is None:
-        return True
-    dims = [(n, st) for n, st in zip(t.shape[:-1], t.strides[:-1]) if n != 1]
-    return all(a[1] == b[1] * b[0] for a, b in zip(dims, dims[1:]))
+    """`t.view(-1, t.shape[-1])` needs no copy."""
+    return merges(t, t.ndim - 1)
 
 
 @dataclass(frozen=True)

@@ -114,6 +114,7 @@ LAYOUTS: dict[str, Callable[..., torch.Tensor]] = {
     "sliced": lambda make: make(2, 5, 12)[..., :8],                  # rows are a view
     "padded": lambda make: make(2, 6, 8)[:, :5, :],                  # (2, 5, 8), no view
     "4d": lambda make: make(2, 3, 8, 4).transpose(2, 3),            # (2, 3, 4, 8)
+    "4d-heads": lambda make: make(2, 4, 3, 8).transpose(1, 2),      # batch dims do not merge
 }
 
 

@@ -33,7 +33,7 @@ TINY: dict[str, int] = {
     "hidden_size": 64, "n_embd": 64, "d_model": 64,
     "num_attention_heads": 4, "n_head": 4, "num_heads": 4,
     "intermediate_size": 128, "ffn_dim": 128, "n_inner": 128, "d_ff": 128, "d_kv": 16,
-    "vocab_size": 128,
+    "vocab_size": 128, "decoder_vocab_size": 128,
     # mixture of experts
     "num_local_experts": 4, "n_routed_experts": 4, "num_experts": 4, "num_experts_per_tok": 2,
     "moe_intermediate_size": 32, "n_group": 2, "topk_group": 1,
