@@ -11,7 +11,8 @@ switched on by the itemsize `s` (`s != 4`), so the same templates stay exact in 
 One shape per family (batch 2, seq 5: batch and causal mask both non-trivial) with the flash
 attention backward; the math backward (float32 internally) for OPT with attention dropout (the
 score gradient is masked) and for Qwen3 (q/k norms); float16 for two families; trace-free
-prediction of a whole bfloat16 step from the config for Llama and Gemma 2.
+prediction of a whole bfloat16 step from the config for Llama and Gemma 2; an evaluation loss
+(labels, no autograd) in float32 and bfloat16.
 """
 from __future__ import annotations
 
@@ -96,3 +97,24 @@ def test_trace_free_bf16_training_step(family: str) -> None:
         assert {m: predicted["forward"][m] for m in BACKWARD_METRICS} == t.calls[0].inclusive.as_dict()
         assert predicted["backward"] == totals.backward.as_dict()
         assert predicted["forward"]["activation_bytes"] == t.calls[0].activation_bytes
+
+
+@pytest.mark.parametrize("family", ["llama", "gpt2", "gemma2"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["float32", "bfloat16"])
+def test_eval_loss_with_labels(family: str, dtype: torch.dtype) -> None:
+    """Labels without autograd (an evaluation loss): nothing is saved, so of the loss only the
+    float32 scalar stays alive; every call reconciles exactly (top-level `has_labels` terms)."""
+    from lm_predictor.reconcile import reconcile
+    from lm_predictor.testing import mismatches
+    from tracing import trace
+
+    preset, overrides = FAMILIES[family]
+    model = build_model(_tiny(preset, **overrides), device="meta", dtype=dtype).eval()
+    for batch, seq in [(1, 3), (2, 5)]:
+        ids = torch.zeros((batch, seq), dtype=torch.long, device="meta")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with torch.no_grad(), trace(model) as t:
+                model(input_ids=ids, labels=ids)
+        problems = mismatches(t, reconcile(t, REGISTRY, 0.0))
+        assert not problems, f"batch {batch} seq {seq}: " + "\n  ".join(problems)
