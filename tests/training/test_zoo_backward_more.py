@@ -1,0 +1,120 @@
+"""Zoo formulas of encoders, an encoder-decoder, a vision model and a state-space model in a
+training step: every call's forward AND backward reconcile exactly.
+
+As tests/training/test_zoo_backward.py (whose helpers this reuses) for BERT (BertForMaskedLM with
+labels), ViT (ViTForImageClassification with class labels), T5 (T5ForConditionalGeneration with
+labels) and Mamba (MambaForCausalLM): one tiny model per family on `meta` in float32, one training
+step (`tracing.train.trace_training_step`) at two or three shapes, with the SDPA backward counted
+as the flash kernel and as the math backward where the model uses SDPA. Dropout stays as the
+configs have it (active in training). Trace-free: the top-level entry's forward plus backward
+templates, evaluated from the config alone, equal the traced step totals.
+"""
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+import torch
+
+from lm_predictor.models import build_model
+from lm_predictor.results import BACKWARD_METRICS
+from tests.training.test_zoo_backward import REGISTRY, _tiny, step_problems
+from tracing import Trace
+from tracing.train import trace_training_step
+
+Inputs = Callable[[Any, int, int], dict[str, Any]]
+
+
+def _ids(batch: int, seq: int) -> torch.Tensor:
+    return torch.zeros((batch, seq), dtype=torch.long, device="meta")
+
+
+def bert_inputs(config: Any, batch: int, seq: int) -> dict[str, Any]:
+    """Masked LM: token ids, token types, labels at every position (no -100 on meta)."""
+    ids = _ids(batch, seq)
+    return {"input_ids": ids, "token_type_ids": torch.zeros_like(ids), "labels": ids}
+
+
+def vit_inputs(config: Any, batch: int, seq: int) -> dict[str, Any]:
+    """Image classification: `seq` is ignored (tokens follow from image and patch size)."""
+    size = config.image_size
+    return {"pixel_values": torch.empty((batch, config.num_channels, size, size), device="meta"),
+            "labels": torch.zeros((batch,), dtype=torch.long, device="meta")}
+
+
+def t5_inputs(config: Any, batch: int, seq: int) -> dict[str, Any]:
+    """Seq2seq: encoder ids and labels (the decoder input is labels shifted right)."""
+    return {"input_ids": _ids(batch, seq), "labels": _ids(batch, seq)}
+
+
+def causal_inputs(config: Any, batch: int, seq: int) -> dict[str, Any]:
+    """Causal LM: labels default to the input ids (transformers shifts them)."""
+    return {"input_ids": _ids(batch, seq)}
+
+
+def training_step(model: torch.nn.Module, inputs: dict[str, Any], kind: str) -> Trace:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return trace_training_step(model, inputs, attention_backward=kind)
+
+
+def assert_step_reconciles(config: Any, make_inputs: Inputs, shapes: list[tuple[int, int]],
+                           kinds: tuple[str, ...] = ("flash", "math"),
+                           architecture: str | None = None) -> None:
+    """Every call of a training step at each (batch, seq) and attention backward kind is
+    predicted exactly, forward and backward, and nothing is unattributed."""
+    model = build_model(config, device="meta", dtype=torch.float32, architecture=architecture)
+    problems: list[str] = []
+    for kind in kinds:
+        for batch, seq in shapes:
+            t = training_step(model, make_inputs(config, batch, seq), kind)
+            problems += [f"{kind} batch {batch} seq {seq}: {p}" for p in step_problems(t)]
+    assert not problems, "training step does not reconcile:\n  " + "\n  ".join(problems[:30])
+
+
+def assert_trace_free(config: Any, make_inputs: Inputs, shapes: list[tuple[int, int, str]],
+                      architecture: str | None = None, seq_param: str | None = "seq_len") -> None:
+    """The top-level entry evaluated from the config alone (with labels, autograd recording,
+    dropout active and the attention backward kind) equals the traced step's forward and
+    backward totals and its activation bytes."""
+    from lm_predictor.predict.predictor import Predictor
+
+    model = build_model(config, device="meta", dtype=torch.float32, architecture=architecture)
+    predictor = Predictor.for_config(config, registry=REGISTRY, architecture=architecture)
+    key, fixed = predictor.key, dict(predictor.fixed)
+    names = REGISTRY.get(key).param_names
+    for batch, seq, kind in shapes:
+        t = training_step(model, make_inputs(config, batch, seq), kind)
+        totals = t.step_totals()
+        params = dict(fixed, batch=batch)
+        if seq_param:
+            params[seq_param] = seq
+        step = {"has_labels": True, "grad_enabled": True, "flash": kind == "flash",
+                "training": True}
+        params.update({k: v for k, v in step.items() if k in names})
+        forward = REGISTRY.evaluate_all(key, params)
+        backward = REGISTRY.evaluate_backward(key, params)
+        assert backward is not None
+        root = t.calls[0]
+        assert {m: forward[m] for m in BACKWARD_METRICS} == root.inclusive.as_dict()
+        assert backward == totals.backward.as_dict()
+        assert forward["activation_bytes"] == root.activation_bytes
+
+
+# --- BERT: BertForMaskedLM, tied decoder, dropout 0.1 (hidden and attention) ---------------------
+
+def test_bert_training_step_reconciles() -> None:
+    assert_step_reconciles(_tiny("bert-base-uncased"), bert_inputs, [(1, 2), (2, 5), (3, 7)])
+
+
+def test_bert_untied_no_dropout() -> None:
+    """Untied decoder (no weight-gradient sum), dropout off (no masks kept), three layers."""
+    config = _tiny("bert-base-uncased", tie_word_embeddings=False, hidden_dropout_prob=0.0,
+                   attention_probs_dropout_prob=0.0, num_hidden_layers=3)
+    assert_step_reconciles(config, bert_inputs, [(2, 3), (1, 6)])
+
+
+def test_bert_trace_free() -> None:
+    assert_trace_free(_tiny("bert-base-uncased"), bert_inputs, [(2, 9, "flash"), (4, 3, "math")])
