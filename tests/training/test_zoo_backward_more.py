@@ -118,3 +118,48 @@ def test_bert_untied_no_dropout() -> None:
 
 def test_bert_trace_free() -> None:
     assert_trace_free(_tiny("bert-base-uncased"), bert_inputs, [(2, 9, "flash"), (4, 3, "math")])
+
+
+# --- ViT: ViTForImageClassification (no pooler), class labels; ViTModel with its pooler ----------
+# Tokens follow from the config (image_size / patch_size): the shapes are two image sizes.
+
+def _vit_config(image_size: int, dropout: float, **overrides: Any) -> Any:
+    from transformers import ViTConfig
+
+    return ViTConfig(hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
+                     intermediate_size=128, image_size=image_size, patch_size=4,
+                     hidden_dropout_prob=dropout, attention_probs_dropout_prob=dropout,
+                     **overrides)
+
+
+@pytest.mark.parametrize("dropout", [0.0, 0.1])
+def test_vit_classification_training_step_reconciles(dropout: float) -> None:
+    """ViT's default (no dropout) and dropout active everywhere; 3 classes, batch 1 (the
+    [CLS]/position gradients need no batch sum) and 3, images of 5 and 10 tokens."""
+    for image_size, qkv_bias in [(8, True), (12, False)]:
+        config = _vit_config(image_size, dropout, num_labels=3, qkv_bias=qkv_bias)
+        assert_step_reconciles(config, vit_inputs, [(1, 0), (3, 0)],
+                               architecture="ViTForImageClassification")
+
+
+def test_vit_model_pooler_training_step() -> None:
+    """ViTModel as AutoModel builds it (with the pooler), loss on the pooled output."""
+    config = _vit_config(8, 0.1)
+    model = build_model(config, device="meta", dtype=torch.float32)
+    problems: list[str] = []
+    for kind in ("flash", "math"):
+        for batch in (1, 2):
+            pixels = vit_inputs(config, batch, 0)["pixel_values"]
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                t = trace_training_step(model, {"pixel_values": pixels}, attention_backward=kind,
+                                        loss_fn=lambda out: out.pooler_output.sum())
+            problems += [f"{kind} batch {batch}: {p}" for p in step_problems(t)]
+    assert not problems, "training step does not reconcile:\n  " + "\n  ".join(problems[:30])
+
+
+def test_vit_trace_free() -> None:
+    """Trace-free with the default two classes (config.num_labels does not reach the config
+    root: see formula_db/zoo/NOTES_encoders_and_ssm.md)."""
+    assert_trace_free(_vit_config(8, 0.1), vit_inputs, [(2, 0, "flash"), (3, 0, "math")],
+                      architecture="ViTForImageClassification", seq_param=None)
