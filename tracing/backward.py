@@ -121,9 +121,12 @@ class GraphTagger(TorchFunctionMode):
     def __torch_function__(self, func: Any, types: Any, args: tuple = (),
                            kwargs: dict | None = None) -> Any:
         kwargs = kwargs or {}
+        # The arguments' grad_fns before the call: an in-place op replaces its argument's grad_fn
+        # with the node it creates, which must be tagged, not taken for an input's node.
+        stop = _grad_fns((args, kwargs)) if torch.is_grad_enabled() else set()
         out = func(*args, **kwargs)
         if torch.is_grad_enabled():
-            self._tags.tag(out, _grad_fns((args, kwargs)), self._current_id())
+            self._tags.tag(out, stop, self._current_id())
         return out
 
 
