@@ -65,6 +65,9 @@ def plain_config(config: Any) -> dict[str, Any]:
     `config.num_attention_heads`, bind inside the wrapper as they do alone."""
     data = config.to_dict() if hasattr(config, "to_dict") else dict(config or {})
     out = _plain(data)
+    labels = data.get("id2label")  # `num_labels` is a property to_dict() leaves out
+    if "num_labels" not in out and isinstance(labels, Mapping) and labels:
+        out["num_labels"] = len(labels)
     for key in TEXT_CONFIG_KEYS:
         sub = data.get(key)
         if isinstance(sub, Mapping):
