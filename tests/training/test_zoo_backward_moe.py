@@ -59,6 +59,8 @@ FAMILIES: dict[str, tuple[str, dict[str, Any]]] = {
                              {"num_attention_heads": 1, "num_key_value_heads": 1,
                               "num_experts_per_tok": 1, "num_hidden_layers": 3,
                               "first_k_dense_replace": 2}),
+    # no query LoRA (DeepSeek-V2-Lite style: q_proj straight from hidden to the heads)
+    "deepseek_v3_no_q_lora": ("deepseek-ai/DeepSeek-V3", {"q_lora_rank": None}),
 }
 SHAPES = [(1, 3), (2, 5)]
 ODD_SHAPES = [(1, 1), (3, 4)]

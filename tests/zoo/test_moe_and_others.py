@@ -170,3 +170,12 @@ def test_deepseek_v3(deepseek_v3, registry) -> None:
     assert 0 < dense < deepseek_v3.num_hidden_layers  # one dense and one MoE layer
     run_arch(deepseek_v3, registry, DEEPSEEK_V3 + "DecoderLayer",
              per_layer=lambda i: {"is_moe": i >= dense})
+
+
+def test_deepseek_v3_without_query_lora(registry) -> None:
+    """q_lora_rank None (DeepSeek-V2-Lite style): q_proj maps hidden straight to the heads, with
+    no q_a_proj / q_a_layernorm / q_b_proj; the same entries bind it (q_rank 0)."""
+    config = tiny_config(load_preset("deepseek-ai/DeepSeek-V3"), q_lora_rank=None)
+    dense = config.first_k_dense_replace
+    run_arch(config, registry, DEEPSEEK_V3 + "DecoderLayer",
+             per_layer=lambda i: {"is_moe": i >= dense})
