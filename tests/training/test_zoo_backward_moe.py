@@ -61,6 +61,8 @@ FAMILIES: dict[str, tuple[str, dict[str, Any]]] = {
                               "first_k_dense_replace": 2}),
     # no query LoRA (DeepSeek-V2-Lite style: q_proj straight from hidden to the heads)
     "deepseek_v3_no_q_lora": ("deepseek-ai/DeepSeek-V3", {"q_lora_rank": None}),
+    # one expert group (Kimi-K2 style): the masked scores reshape without a copy
+    "deepseek_v3_one_group": ("deepseek-ai/DeepSeek-V3", {"n_group": 1, "topk_group": 1}),
 }
 SHAPES = [(1, 3), (2, 5)]
 ODD_SHAPES = [(1, 1), (3, 4)]

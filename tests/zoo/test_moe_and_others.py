@@ -179,3 +179,11 @@ def test_deepseek_v3_without_query_lora(registry) -> None:
     dense = config.first_k_dense_replace
     run_arch(config, registry, DEEPSEEK_V3 + "DecoderLayer",
              per_layer=lambda i: {"is_moe": i >= dense})
+
+
+def test_deepseek_v3_one_group(registry) -> None:
+    """n_group 1 (Kimi-K2 style routing): the masked scores reshape as a view, no clone."""
+    config = tiny_config(load_preset("deepseek-ai/DeepSeek-V3"), n_group=1, topk_group=1)
+    dense = config.first_k_dense_replace
+    run_arch(config, registry, DEEPSEEK_V3 + "DecoderLayer",
+             per_layer=lambda i: {"is_moe": i >= dense})
