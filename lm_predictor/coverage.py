@@ -91,6 +91,7 @@ class CoverageReport:
     after: CoverageSummary
     entries: list[FormulaEntry]
     stored_in: Path | None = None
+    backward: Any = None  # lm_predictor.derive_backward.BackwardReport when asked for
 
     def count(self, source: str) -> int:
         return sum(1 for o in self.outcomes if o.source == source)
@@ -117,7 +118,7 @@ class CoverageReport:
         for o in self.outcomes:
             if o.source == "none":
                 out.append(f"  none: {o.class_name}: {o.reason}")
-        return out
+        return out + (self.backward.lines() if self.backward is not None else [])
 
 
 def source_of(registry: Registry, key: str) -> str:
@@ -218,9 +219,11 @@ def cover_model(config: Any, registry: Registry | None = None, *, store: bool = 
                 derive: bool = True, samples: list[Sample] | None = None,
                 points: tuple[Point, ...] = FIT_POINTS,
                 held_out: tuple[Point, ...] = HELD_OUT_POINTS,
-                dtype: Any = None) -> CoverageReport:
+                dtype: Any = None, backward: bool = True) -> CoverageReport:
     """Transfer, then derive, an entry for every uncovered class of the model built from
-    `config`; store the accepted ones in the user database (unless `store=False`)."""
+    `config`; with `backward`, give every transferred or derived entry a verified backward
+    (`lm_predictor.derive_backward`); store the accepted ones in the user database (unless
+    `store=False`)."""
     registry = registry or Registry.default(user_path)
     samples = samples or sample_traces(config, points, held_out,
                                        **({"dtype": dtype} if dtype is not None else {}))
@@ -258,10 +261,18 @@ def cover_model(config: Any, registry: Registry | None = None, *, store: bool = 
             accepted.append(entry)
             work = with_entries(work, [entry])
         outcomes.append(outcome)
+    bw = None
+    if backward:
+        from lm_predictor.derive_backward import cover_backward
+        bw = cover_backward(config, work, samples, model_type=model_type,
+                            **({"dtype": dtype} if dtype is not None else {}))
+        changed = dict(bw.entries)
+        accepted = [changed.pop(e.key, e) for e in accepted] + list(changed.values())
+        work = with_entries(registry, accepted)
     after = _summary_over(samples, work)
     stored: Path | None = None
     if store and accepted:
         stored = user_db_path(user_path)
         save_entries(stored, accepted)
     return CoverageReport(model_type, config_hash(guard_values(trace0.config)), outcomes,
-                          before, after, accepted, stored)
+                          before, after, accepted, stored, bw)
