@@ -12,9 +12,11 @@ entries of the traced classes deepest first, so a parent sees its children's new
 
 - transferred: the source's backward block (nested calls already rewritten by the transfer) is
   kept only if the entry, forward and backward, equals measurement on every call at every
-  training sample; otherwise the class is derived again from the inference samples and given a
-  derived backward (below); when that fails too the transferred entry stays, without a backward
-  block, with the reason;
+  training sample; otherwise it is dropped and a backward is derived (below) over the
+  transferred forward, with `batch` / `seq_len` and the derived entries' config guard appended
+  to its parameters (callers' positional nested calls stay valid; the entry now holds for this
+  config and is marked derived, `transferred_from` kept); when that fails the transferred entry
+  stays, without a backward block, with the reason;
 - derived: a `grad_enabled` parameter (`get(module, 'grad_enabled', false)`, as zoo entries)
   gates the training-mode forward: a counter metric that differs in training becomes
   `T + (${grad_enabled} ? delta : 0)`, activation bytes `(${grad_enabled} ? train : infer)`;
@@ -45,7 +47,8 @@ import torch
 from formula_db.errors import FormulaError
 from formula_db.registry import Registry
 from formula_db.schema import METRICS, FormulaEntry
-from lm_predictor.derive import (Deriver, Point, Sample, _literal, child_slots, instances,
+from lm_predictor.derive import (GUARD, Deriver, Point, Sample, _literal, child_slots,
+                                 config_hash, guard_bind, guard_values, instances, itemsize_bind,
                                  poly_text, roots_of, solve_exact, verify, with_entries)
 from lm_predictor.results import BACKWARD_METRICS
 from tracing.records import CallRecord
@@ -211,13 +214,15 @@ class BackwardDeriver:
             status_reason = "no backward block"
         base = entry
         if source == "transferred":
-            # the transferred forward reads the config; a derived backward needs shape variables
-            d = Deriver(self.infer, self.registry, self.model_type).derive(key, class_name)
-            if d.entry is None:
+            # the transferred forward reads the config; a derived backward needs shape
+            # variables and holds for this config only: append them (and the guard) after the
+            # entry's parameters, so that callers' positional nested calls stay valid
+            base_or_reason = self._with_variables(entry)
+            if isinstance(base_or_reason, str):
                 return _without_backward(entry), BackwardOutcome(
                     key, class_name, source, "forward_only",
-                    f"{status_reason}; derivation: {d.reason}")
-            base = d.entry
+                    f"{status_reason}; {base_or_reason}")
+            base = base_or_reason
         result = self.derive(base, calls)
         if isinstance(result, str):
             if source == "transferred":
@@ -226,8 +231,46 @@ class BackwardDeriver:
                     f"{status_reason}; derived backward: {result}")
             kept = _without_backward(base) if base.backward else None
             return kept, BackwardOutcome(key, class_name, source, "forward_only", result)
-        note = f" (replaces the transfer: {status_reason})" if source == "transferred" else ""
-        return result, BackwardOutcome(key, class_name, "derived", "derived", note.strip())
+        note = (f"forward transferred, backward derived for this config ({status_reason})"
+                if source == "transferred" else "")
+        return result, BackwardOutcome(key, class_name, result.validation.source, "derived", note)
+
+    def _with_variables(self, entry: FormulaEntry) -> FormulaEntry | str:
+        """A transferred entry with `batch` / `seq_len` (bound from the call), `s` and the
+        config guard appended (with defaults), marked derived: its backward will be fitted."""
+        deriver = Deriver(self.infer, self.registry, self.model_type)
+        calls = deriver._calls(entry.key)
+        if isinstance(calls, str):
+            return f"no shape variables: {calls}"
+        shape = deriver.shape_of(calls)
+        have = {p.name for p in entry.parameters}
+        added: list[dict[str, Any]] = []
+        for name, bind in zip(shape.names, shape.binds):
+            if name in ("batch", "seq_len") and name not in have:
+                added.append({"name": name, "type": "int", "default": 1, "bind": bind,
+                              "description": f"{name} (bound from the call; the derived "
+                                             f"backward's variable)"})
+        if not added and not {"batch", "seq_len"} & have:
+            return "no batch or sequence variable binds on the class's calls"
+        s_bind, itemsize = itemsize_bind(calls[0][1], deriver.traced_itemsize())
+        if "s" not in have:
+            added.append({"name": "s", "type": "int", "default": itemsize, "bind": s_bind,
+                          "description": "bytes per element of the activations"})
+        added.append({"name": GUARD, "type": "int", "default": 1,
+                      "bind": guard_bind(deriver.config, self.model_type, itemsize),
+                      "description": "refuses configs other than the one the backward was "
+                                     "derived for"})
+        data = entry.model_dump(mode="json")
+        data["backward"] = None
+        data["parameters"] = data["parameters"] + added
+        values = guard_values(deriver.config)
+        data["validation"] = dict(data["validation"], source="derived",
+                                  config_hash=config_hash(values), config_values=values)
+        data["description"] = ("backward derived for one config; " + data["description"])
+        try:
+            return FormulaEntry.model_validate(data)
+        except ValueError as exc:
+            return f"entry invalid: {str(exc).splitlines()[-1][:200]}"
 
     # derivation -----------------------------------------------------------------------------
     def _variables(self, entry: FormulaEntry, reg: Registry,
@@ -323,8 +366,9 @@ class BackwardDeriver:
         """`entry` with training-mode forward terms and a fitted backward block, or the reason."""
         data = entry.model_dump(mode="json")
         data["backward"] = None
-        params = [p for p in data["parameters"] if p["name"] not in (GRAD, "flash")]
-        data["parameters"] = params + [dict(GRAD_PARAM)]
+        have = {p["name"] for p in data["parameters"]}
+        if GRAD not in have:  # appended: callers' positional nested calls stay valid
+            data["parameters"] = data["parameters"] + [dict(GRAD_PARAM)]
         start = FormulaEntry.model_validate(data)
         reg = with_entries(self.registry, [start])
         fit = [(s, c) for s, c in calls if not s.held_out]
@@ -374,7 +418,8 @@ class BackwardDeriver:
             backward[m] = text if not calls_text else \
                 calls_text if text == "0" else f"{calls_text} + {text}"
         data["backward"] = backward
-        data["parameters"] = data["parameters"] + flash_param
+        if "flash" not in have:
+            data["parameters"] = data["parameters"] + flash_param
         deps = set(data["module_depends"]) | {ck for ck, _ in nested}
         data["module_depends"] = sorted(deps)
         validation = dict(data["validation"])

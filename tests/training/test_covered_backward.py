@@ -100,6 +100,10 @@ def test_wrong_transferred_backward_is_rederived(olmo: dict[str, Any]) -> None:
         key, entry.full_class_name)
     assert outcome.status == "derived" and "transferred backward not exact" in outcome.reason
     assert new is not None and new.validation.source == "derived" and new.backward is not None
+    assert new.validation.transferred_from == entry.validation.transferred_from
+    # the transferred parameters come first, unchanged: callers' nested calls stay valid
+    names = [p.name for p in entry.parameters]
+    assert [p.name for p in new.parameters][:len(names)] == names
     deriver = BackwardDeriver(olmo["train"], olmo["infer"], work)
     assert training_problem(new, work, deriver.calls(key)) is None
 
