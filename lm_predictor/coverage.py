@@ -236,6 +236,11 @@ def cover_model(config: Any, registry: Registry | None = None, *, store: bool = 
     traced = sorted({c.class_name for c in trace0.calls})
     model_type = str(getattr(config, "model_type", "") or "")
     probe = [trace0] + [s.trace for s in samples if s.point.kv_len > 0][:1]
+    bw = None
+    if backward:
+        from lm_predictor.derive_backward import BackwardCoverer
+        bw = BackwardCoverer(config, samples, model_type=model_type,
+                             **({"dtype": dtype} if dtype is not None else {}))
     for key, name in uncovered_classes(probe, registry):
         outcome = ClassOutcome(key, name, "none")
         entry: FormulaEntry | None = None
@@ -257,16 +262,17 @@ def cover_model(config: Any, registry: Registry | None = None, *, store: bool = 
         if entry is None and not outcome.reason:
             outcome.reason = "; ".join(f"{k}: {r}" for k, r in outcome.tried[:3]) or \
                 "no candidate"
+        if entry is not None and bw is not None:  # a verified backward (derive_backward)
+            entry = bw.add(key, name, entry, work)
+            outcome.source = entry.validation.source
+            outcome.transferred_from = entry.validation.transferred_from
         if entry is not None:
             accepted.append(entry)
             work = with_entries(work, [entry])
         outcomes.append(outcome)
-    bw = None
-    if backward:
-        from lm_predictor.derive_backward import cover_backward
-        bw = cover_backward(config, work, samples, model_type=model_type,
-                            **({"dtype": dtype} if dtype is not None else {}))
-        changed = dict(bw.entries)
+    if bw is not None:
+        work = bw.finish(work)
+        changed = dict(bw.report.entries)
         accepted = [changed.pop(e.key, e) for e in accepted] + list(changed.values())
         work = with_entries(registry, accepted)
     after = _summary_over(samples, work)
@@ -275,4 +281,4 @@ def cover_model(config: Any, registry: Registry | None = None, *, store: bool = 
         stored = user_db_path(user_path)
         save_entries(stored, accepted)
     return CoverageReport(model_type, config_hash(guard_values(trace0.config)), outcomes,
-                          before, after, accepted, stored, bw)
+                          before, after, accepted, stored, bw.report if bw else None)

@@ -12,7 +12,10 @@ entries of the traced classes deepest first, so a parent sees its children's new
 
 - transferred: the source's backward block (nested calls already rewritten by the transfer) is
   kept only if the entry, forward and backward, equals measurement on every call at every
-  training sample; otherwise it is dropped and a backward is derived (below) over the
+  training sample; otherwise another same-suffix source with the same parameters (callers'
+  nested calls stay valid) whose backward is exact is adopted instead (SeedOss adopted
+  Qwen2-MoE's entries, which have no backward, and gets Qwen2's); otherwise the block is
+  dropped and a backward is derived (below) over the
   transferred forward, with `batch` / `seq_len` and the derived entries' config guard appended
   to its parameters (callers' positional nested calls stay valid; the entry now holds for this
   config and is marked derived, `transferred_from` kept); when that fails the transferred entry
@@ -81,6 +84,7 @@ class TrainSample:
 @dataclass
 class BackwardOutcome:
     """What happened to one class's backward: `kept` (the transferred block is exact),
+    `retransferred` (another source with the same parameters and an exact backward adopted),
     `derived` (fitted and verified), `forward_only` (no verified backward; see `reason`),
     `exact` (the entry already had an exact backward)."""
 
@@ -103,7 +107,8 @@ class BackwardReport:
         return sum(1 for o in self.outcomes if o.status == status)
 
     def lines(self) -> list[str]:
-        out = [f"  backward: {self.count('kept')} kept, {self.count('derived')} derived, "
+        out = [f"  backward: {self.count('kept')} kept, {self.count('retransferred')} "
+               f"retransferred, {self.count('derived')} derived, "
                f"{self.count('exact')} already exact, {self.count('forward_only')} forward only "
                f"({self.seconds:.1f} s)"]
         out += [f"  forward only: {o.class_name}: {o.reason}" for o in self.outcomes
@@ -193,9 +198,12 @@ class BackwardDeriver:
         return [(s, c) for s in self.infer for c in instances(s.trace, key).values()]
 
     # the entry point per class --------------------------------------------------------------
-    def visit(self, key: str, class_name: str) -> tuple[FormulaEntry | None, BackwardOutcome]:
-        """(changed entry or None, outcome) for the class `key` of the current registry."""
-        entry = self.registry.get(key)
+    def visit(self, key: str, class_name: str, entry: FormulaEntry | None = None,
+              keep_signature: bool = True) -> tuple[FormulaEntry | None, BackwardOutcome]:
+        """(changed entry or None, outcome) for the class `key`: `entry`, else the registry's.
+        `keep_signature`: other entries may already call this one (its parameters must stay);
+        False while covering deepest first, before any parent exists."""
+        entry = entry or self.registry.get(key)
         source = entry.validation.source
         calls = self.calls(key)
         if not calls:
@@ -214,6 +222,12 @@ class BackwardDeriver:
             status_reason = "no backward block"
         base = entry
         if source == "transferred":
+            other = self._retransfer(entry, calls, keep_signature)
+            if other is not None:
+                return other, BackwardOutcome(
+                    key, class_name, source, "retransferred",
+                    f"adopted {other.validation.transferred_from} instead of "
+                    f"{entry.validation.transferred_from} ({status_reason})")
             # the transferred forward reads the config; a derived backward needs shape
             # variables and holds for this config only: append them (and the guard) after the
             # entry's parameters, so that callers' positional nested calls stay valid
@@ -234,6 +248,29 @@ class BackwardDeriver:
         note = (f"forward transferred, backward derived for this config ({status_reason})"
                 if source == "transferred" else "")
         return result, BackwardOutcome(key, class_name, result.validation.source, "derived", note)
+
+    def _retransfer(self, entry: FormulaEntry, calls: list[tuple[TrainSample, CallRecord]],
+                    keep_signature: bool) -> FormulaEntry | None:
+        """Another same-suffix source (with the same parameters when `keep_signature`, so
+        callers' nested calls stay valid) whose backward block is exact in training and whose
+        forward is exact at every inference sample; None when there is none."""
+        from lm_predictor.transfer import Transferrer
+
+        traced = sorted({c.class_name for s in self.infer[:1] for c in s.trace.calls})
+        transferrer = Transferrer(self.infer, self.registry, traced)
+        names = [p.name for p in entry.parameters]
+        for cand in transferrer.candidates(entry.full_class_name):
+            if cand.backward is None or cand.key == entry.validation.transferred_from or (
+                    keep_signature and [p.name for p in cand.parameters] != names):
+                continue
+            try:
+                new = transferrer.rewrite(cand, entry.full_class_name)
+            except ValueError:
+                continue
+            if training_problem(new, self.registry, calls) is None and \
+                    verify(new, self.registry, self.infer_calls(entry.key)) is None:
+                return new
+        return None
 
     def _with_variables(self, entry: FormulaEntry) -> FormulaEntry | str:
         """A transferred entry with `batch` / `seq_len` (bound from the call), `s` and the
@@ -507,6 +544,67 @@ def _depth_order(train: list[TrainSample], registry: Registry) -> list[tuple[str
     return [(k, n) for k, (d, n) in sorted(depth.items(), key=lambda kv: (-kv[1][0], kv[0]))]
 
 
+class BackwardCoverer:
+    """Backward for one model's covered entries: `add` while `cover_model` accepts them
+    (deepest first, so a transferred entry may still be swapped for another source), then
+    `finish` for the model's other transferred or derived entries (stored by earlier runs).
+    Training steps are traced on first use only."""
+
+    def __init__(self, config: Any, infer: list[Sample], *, dtype: torch.dtype = torch.float32,
+                 model_type: str = "", kinds: Sequence[str] = KINDS,
+                 train: list[TrainSample] | None = None) -> None:
+        self.config = config
+        self.infer = infer
+        self.dtype = dtype
+        self.model_type = model_type
+        self.kinds = tuple(kinds)
+        self._train = train
+        self.report = BackwardReport()
+        self.handled: set[str] = set()
+
+    @property
+    def train(self) -> list[TrainSample]:
+        if self._train is None:
+            self._train = training_samples(self.config, self.dtype, kinds=self.kinds)
+        return self._train
+
+    def _visit(self, key: str, name: str, registry: Registry, entry: FormulaEntry | None,
+               keep_signature: bool) -> FormulaEntry | None:
+        import time
+
+        start = time.perf_counter()
+        deriver = BackwardDeriver(self.train, self.infer, registry, self.model_type)
+        new, outcome = deriver.visit(key, name, entry, keep_signature)
+        self.report.outcomes.append(outcome)
+        self.handled.add(key)
+        if new is not None:
+            self.report.entries[key] = new
+        self.report.seconds += time.perf_counter() - start
+        return new
+
+    def add(self, key: str, name: str, entry: FormulaEntry, registry: Registry) -> FormulaEntry:
+        """`entry` (just transferred or derived for class `key`, not yet in `registry`) with a
+        verified backward when one is found, else as it is (or without its backward block)."""
+        return self._visit(key, name, registry, entry, keep_signature=False) or entry
+
+    def finish(self, registry: Registry) -> Registry:
+        """Visit the traced classes whose transferred or derived entry was not added here;
+        returns `registry` with every changed entry."""
+        if self.infer and not any(
+                (key := registry.resolve_key(c.formula_key)) is not None
+                and key not in self.handled
+                and registry.get(key).validation.source in ("transferred", "derived")
+                for c in self.infer[0].trace.calls):
+            return registry  # nothing else to visit: no training step to trace for it
+        for key, name in _depth_order(self.train, registry):
+            if key in self.handled:
+                continue
+            new = self._visit(key, name, registry, None, keep_signature=True)
+            if new is not None:
+                registry = with_entries(registry, [new])
+        return registry
+
+
 def cover_backward(config: Any, registry: Registry, infer: list[Sample], *,
                    dtype: torch.dtype = torch.float32, model_type: str = "",
                    kinds: Sequence[str] = KINDS,
@@ -515,23 +613,7 @@ def cover_backward(config: Any, registry: Registry, infer: list[Sample], *,
     `config` a verified backward; `infer` are the inference samples the forward was verified
     on (re-checked after training terms are added). The changed entries are returned, not
     stored."""
-    import time
-
-    start = time.perf_counter()
-    report = BackwardReport()
-    if infer and not any(
-            (key := registry.resolve_key(c.formula_key)) is not None
-            and registry.get(key).validation.source in ("transferred", "derived")
-            for c in infer[0].trace.calls):
-        return report  # nothing transferred or derived: no training step to trace
-    train = train if train is not None else training_samples(config, dtype, kinds=kinds)
-    work = registry
-    for key, name in _depth_order(train, registry):
-        deriver = BackwardDeriver(train, infer, work, model_type)
-        entry, outcome = deriver.visit(key, name)
-        report.outcomes.append(outcome)
-        if entry is not None:
-            report.entries[key] = entry
-            work = with_entries(work, [entry])
-    report.seconds = time.perf_counter() - start
-    return report
+    coverer = BackwardCoverer(config, infer, dtype=dtype, model_type=model_type, kinds=kinds,
+                              train=train)
+    coverer.finish(registry)
+    return coverer.report

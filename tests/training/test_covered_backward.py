@@ -6,7 +6,7 @@ OLMo (tiny, meta, float32) has transferred entries whose source backward is exac
 MLP, rotary: kept) and derived ones (bias-free LayerNorm, decoder layer, model, causal LM with
 its loss); StableLM derives its attention (partial rotary, own SDPA op: the backward differs
 between the flash and math kinds, so the fit splits on `${flash}`). A transferred entry whose
-backward is wrong is re-derived, not kept.
+backward is wrong is not kept: another source is adopted, or the backward is derived.
 """
 from __future__ import annotations
 
@@ -84,26 +84,48 @@ def test_derived_entries_stay_exact_in_inference(olmo: dict[str, Any]) -> None:
         assert all(r.status == "exact" for r in recon.calls), s.point
 
 
-def test_wrong_transferred_backward_is_rederived(olmo: dict[str, Any]) -> None:
-    """A transferred entry whose backward block is off by one FLOP is not kept: the class is
-    derived again and given a fitted backward that is exact on every training sample."""
+def _broken_mlp(olmo: dict[str, Any]) -> tuple[str, FormulaEntry, FormulaEntry, Registry]:
+    """OLMo's transferred MLP with its backward FLOPs off by one, in the OLMo registry."""
     key = "transformers__models__olmo__modeling__olmo__OlmoMLP"
-    reg = olmo["registry"]
-    entry = reg.get(key)
+    entry = olmo["registry"].get(key)
     assert entry.validation.source == "transferred" and entry.backward is not None
     data = entry.model_dump(mode="json")
     data["backward"]["flops"] = f"{data['backward']['flops']} + 1"
     broken = FormulaEntry.model_validate(data)
-    work = with_entries(reg, [broken])
+    work = with_entries(olmo["registry"], [broken])
     assert training_problem(broken, work, BackwardDeriver(olmo["train"], [], work).calls(key))
+    return key, entry, broken, work
+
+
+def test_wrong_transferred_backward_is_replaced_by_another_source(olmo: dict[str, Any]) -> None:
+    """A transferred entry whose backward is wrong is not kept: another source with the same
+    parameters (so callers' nested calls stay valid) and an exact backward is adopted."""
+    key, entry, broken, work = _broken_mlp(olmo)
+    new, outcome = BackwardDeriver(olmo["train"], olmo["infer"], work, "olmo").visit(
+        key, entry.full_class_name)
+    assert outcome.status == "retransferred", outcome
+    assert new is not None and new.validation.source == "transferred"
+    assert new.validation.transferred_from != broken.validation.transferred_from
+    assert [p.name for p in new.parameters] == [p.name for p in broken.parameters]
+    deriver = BackwardDeriver(olmo["train"], olmo["infer"], work)
+    assert training_problem(new, work, deriver.calls(key)) is None
+
+
+def test_wrong_transferred_backward_is_derived_when_no_source_fits(
+        olmo: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
+    """With no other source, the backward is derived over the transferred forward: the
+    transferred parameters stay first (callers' nested calls stay valid), shape variables and
+    the config guard are appended, and the result is exact on every training sample."""
+    key, entry, broken, work = _broken_mlp(olmo)
+    monkeypatch.setattr(BackwardDeriver, "_retransfer", lambda *args: None)
     new, outcome = BackwardDeriver(olmo["train"], olmo["infer"], work, "olmo").visit(
         key, entry.full_class_name)
     assert outcome.status == "derived" and "transferred backward not exact" in outcome.reason
     assert new is not None and new.validation.source == "derived" and new.backward is not None
     assert new.validation.transferred_from == entry.validation.transferred_from
-    # the transferred parameters come first, unchanged: callers' nested calls stay valid
     names = [p.name for p in entry.parameters]
     assert [p.name for p in new.parameters][:len(names)] == names
+    assert {"batch", "seq_len", "holds_for_config"} <= {p.name for p in new.parameters}
     deriver = BackwardDeriver(olmo["train"], olmo["infer"], work)
     assert training_problem(new, work, deriver.calls(key)) is None
 
