@@ -231,20 +231,25 @@ class BackwardDeriver:
             # the transferred forward reads the config; a derived backward needs shape
             # variables and holds for this config only: append them (and the guard) after the
             # entry's parameters, so that callers' positional nested calls stay valid
-            base_or_reason = self._with_variables(entry)
-            if isinstance(base_or_reason, str):
+            bases = self._with_variables(entry)
+            if isinstance(bases, str):
+                return _without_backward(entry), BackwardOutcome(
+                    key, class_name, source, "forward_only", f"{status_reason}; {bases}")
+            reasons: list[str] = []
+            for candidate in bases:
+                result = self.derive(candidate, calls)
+                if not isinstance(result, str):
+                    break
+                reasons.append(result)
+            else:
                 return _without_backward(entry), BackwardOutcome(
                     key, class_name, source, "forward_only",
-                    f"{status_reason}; {base_or_reason}")
-            base = base_or_reason
-        result = self.derive(base, calls)
-        if isinstance(result, str):
-            if source == "transferred":
-                return _without_backward(entry), BackwardOutcome(
-                    key, class_name, source, "forward_only",
-                    f"{status_reason}; derived backward: {result}")
-            kept = _without_backward(base) if base.backward else None
-            return kept, BackwardOutcome(key, class_name, source, "forward_only", result)
+                    f"{status_reason}; derived backward: {reasons[0]}")
+        else:
+            result = self.derive(base, calls)
+            if isinstance(result, str):
+                kept = _without_backward(base) if base.backward else None
+                return kept, BackwardOutcome(key, class_name, source, "forward_only", result)
         note = (f"forward transferred, backward derived for this config ({status_reason})"
                 if source == "transferred" else "")
         return result, BackwardOutcome(key, class_name, result.validation.source, "derived", note)
@@ -272,23 +277,39 @@ class BackwardDeriver:
                 return new
         return None
 
-    def _with_variables(self, entry: FormulaEntry) -> FormulaEntry | str:
-        """A transferred entry with `batch` / `seq_len` (bound from the call), `s` and the
-        config guard appended (with defaults), marked derived: its backward will be fitted."""
+    def _with_variables(self, entry: FormulaEntry) -> list[FormulaEntry] | str:
+        """The transferred entry with shape variables (bound from the call), `s` and the config
+        guard appended (with defaults), marked derived, for its backward to be fitted: first
+        with `batch` / `seq_len`, then with one or two generic features (`x0`, `x1`: MoE
+        experts and routers see tokens x hidden)."""
         deriver = Deriver(self.infer, self.registry, self.model_type)
         calls = deriver._calls(entry.key)
         if isinstance(calls, str):
             return f"no shape variables: {calls}"
-        shape = deriver.shape_of(calls)
         have = {p.name for p in entry.parameters}
-        added: list[dict[str, Any]] = []
-        for name, bind in zip(shape.names, shape.binds):
-            if name in ("batch", "seq_len") and name not in have:
-                added.append({"name": name, "type": "int", "default": 1, "bind": bind,
-                              "description": f"{name} (bound from the call; the derived "
-                                             f"backward's variable)"})
-        if not added and not {"batch", "seq_len"} & have:
-            return "no batch or sequence variable binds on the class's calls"
+        shape = deriver.shape_of(calls)
+        shapes = [[(n, b) for n, b in zip(shape.names, shape.binds)
+                   if n in ("batch", "seq_len") and n not in have]]
+        if not shapes[0] and not {"batch", "seq_len"} & have:
+            shapes = []
+        if not {"x0", "x1"} & have:
+            shapes += [list(zip(g.names, g.binds)) for g in deriver._generic_shapes(calls)][:6]
+        if not shapes:
+            return "no batch, sequence or size variable binds on the class's calls"
+        out: list[FormulaEntry] = []
+        for variables in shapes:
+            added = [{"name": name, "type": "int", "default": 1, "bind": bind,
+                      "description": f"{name} (bound from the call; the derived backward's "
+                                     f"variable)"} for name, bind in variables]
+            made = self._augmented(entry, added, deriver, calls)
+            if isinstance(made, str):
+                return made
+            out.append(made)
+        return out
+
+    def _augmented(self, entry: FormulaEntry, added: list[dict[str, Any]], deriver: Deriver,
+                   calls: list[tuple[Sample, CallRecord]]) -> FormulaEntry | str:
+        have = {p.name for p in entry.parameters}
         s_bind, itemsize = itemsize_bind(calls[0][1], deriver.traced_itemsize())
         if "s" not in have:
             added.append({"name": "s", "type": "int", "default": itemsize, "bind": s_bind,
