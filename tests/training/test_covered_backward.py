@@ -140,3 +140,38 @@ def test_stablelm_cover_model_gives_backward() -> None:
     assert "${flash}" in attention.backward.vector_flops  # flash and math backward differ
     problems = _problems(config, with_entries(BASE, report.entries))
     assert not problems, "\n".join(problems[:20])
+
+
+def test_trace_free_training_step_after_cover(olmo: dict[str, Any]) -> None:
+    """`Predictor.training_step` from the config alone (the covered OLMo entries) equals the
+    traced step's totals at shapes not used for fitting; the zoo's Llama too."""
+    from lm_predictor.models import load_preset
+    from lm_predictor.predict.predictor import Predictor
+
+    cases = [(olmo["config"], olmo["registry"]),
+             (tiny_config(load_preset("meta-llama/Llama-3.1-8B")), BASE)]
+    for config, registry in cases:
+        predictor = Predictor.for_config(config, registry=registry)
+        model = build_model(config, device="meta", dtype=torch.float32)
+        for batch, seq, kind in CHECK:
+            ids = torch.zeros((batch, seq), dtype=torch.long, device="meta")
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                t = trace_training_step(model, {"input_ids": ids}, attention_backward=kind)
+            predicted = predictor.training_step(batch, seq, kind)
+            totals = t.step_totals()
+            assert predicted["backward"] == totals.backward.as_dict()
+            assert predicted["step"] == totals.measured.as_dict()
+            assert predicted["forward"]["activation_bytes"] == t.calls[0].activation_bytes
+
+
+def test_training_step_without_backward_is_refused(olmo: dict[str, Any]) -> None:
+    """A top-level entry without a backward block (forward-only coverage) is refused with the
+    fix named."""
+    from formula_db.errors import UnknownKeyError
+    from lm_predictor.predict.predictor import Predictor
+
+    registry = with_entries(BASE, olmo["forward"].entries)
+    predictor = Predictor.for_config(olmo["config"], registry=registry)
+    with pytest.raises(UnknownKeyError, match="analyze --phase train"):
+        predictor.training_step(1, 4)
