@@ -175,3 +175,33 @@ def test_training_step_without_backward_is_refused(olmo: dict[str, Any]) -> None
     predictor = Predictor.for_config(olmo["config"], registry=registry)
     with pytest.raises(UnknownKeyError, match="analyze --phase train"):
         predictor.training_step(1, 4)
+
+
+def test_cli_predict_phase_train_equals_a_traced_step(tmp_path, capsys) -> None:
+    """`lm-predictor predict --phase train` (trace-free) gives the traced step's totals, with
+    the forward and backward parts, for both attention backward kinds."""
+    import json
+
+    from lm_predictor.cli import main
+    from lm_predictor.models import load_preset
+
+    config = tiny_config(load_preset("meta-llama/Llama-3.1-8B"))
+    path = tmp_path / "config.json"
+    config.to_json_file(str(path))
+    model = build_model(config, device="meta", dtype=torch.float32)
+    for kind in ("flash", "math"):
+        assert main(["predict", "--model-id", str(path), "--phase", "train", "--batch-size",
+                     "3", "--seq-len", "6", "--attention-backward", kind, "--dtype", "float32",
+                     "--no-store", "--json"]) == 0
+        row = json.loads(capsys.readouterr().out)["points"][0]
+        ids = torch.zeros((3, 6), dtype=torch.long, device="meta")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            t = trace_training_step(model, {"input_ids": ids}, attention_backward=kind)
+        totals = t.step_totals()
+        assert {m: row[m] for m in totals.measured.as_dict()} == totals.measured.as_dict()
+        assert {m: row[f"backward_{m}"] for m in totals.backward.as_dict()} == \
+            totals.backward.as_dict()
+        assert row["activation_bytes"] == t.calls[0].activation_bytes
+    assert main(["predict", "--model-id", str(path), "--phase", "train", "--kv-len", "4",
+                 "--no-store"]) != 0
