@@ -205,3 +205,24 @@ def test_cli_predict_phase_train_equals_a_traced_step(tmp_path, capsys) -> None:
         assert row["activation_bytes"] == t.calls[0].activation_bytes
     assert main(["predict", "--model-id", str(path), "--phase", "train", "--kv-len", "4",
                  "--no-store"]) != 0
+
+
+def test_analyze_train_derives_backward_for_forward_only_entries(olmo: dict[str, Any],
+                                                                  tmp_path) -> None:
+    """Entries stored forward-only (an earlier inference cover) get their backward when a
+    training step is analyzed: every call then reconciles forward and backward."""
+    from formula_db.store import save_entries
+    from lm_predictor.api import analyze
+
+    path = tmp_path / "formulas.json"
+    save_entries(path, olmo["forward"].entries)
+    config_file = tmp_path / "config.json"
+    olmo["config"].to_json_file(str(config_file))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        result = analyze(str(config_file), batch_size=2, seq_len=6, phase="train",
+                         formulas=str(path), db=None, dtype="float32")
+    registry = Registry.default(str(path))
+    assert registry.get("transformers__models__olmo__modeling__olmo__OlmoForCausalLM").backward
+    assert all(r.status == "exact" and r.backward is not None and r.backward.status == "exact"
+               for r in result.recon.calls), result.recon.uncovered_classes
