@@ -16,12 +16,10 @@ import torch
 from transformers import CONFIG_MAPPING
 
 from formula_db.registry import Registry
-from formula_db.units import METRICS
 from lm_predictor.coverage import cover_model
 from lm_predictor.derive import sample_traces, with_entries
 from lm_predictor.models import build_model, tiny_config
 from lm_predictor.reconcile import reconcile
-from lm_predictor.results import BACKWARD_METRICS
 from tracing.train import trace_training_step
 
 DEFAULT_TYPES = ["olmo", "olmo2", "olmoe", "granite", "granitemoe", "stablelm", "starcoder2",

@@ -12,11 +12,11 @@ entries of the traced classes deepest first, so a parent sees its children's new
 
 - transferred: the source's backward block (nested calls already rewritten by the transfer) is
   kept only if the entry, forward and backward, equals measurement on every call at every
-  training sample; otherwise another same-suffix source with the same parameters (callers'
-  nested calls stay valid) whose backward is exact is adopted instead (SeedOss adopted
-  Qwen2-MoE's entries, which have no backward, and gets Qwen2's); otherwise the block is
-  dropped and a backward is derived (below) over the
-  transferred forward, with `batch` / `seq_len` and the derived entries' config guard appended
+  training sample; otherwise another same-suffix source whose backward is exact is adopted
+  (SeedOss adopted Qwen2-MoE's RMSNorm, which has no backward, and gets Llama's; once other
+  entries call the class, only a source with the same parameters); otherwise the block is
+  dropped and a backward is derived (below) over the transferred forward, with `batch` /
+  `seq_len` (or generic sizes `x0`, `x1`), `s` and the derived entries' config guard appended
   to its parameters (callers' positional nested calls stay valid; the entry now holds for this
   config and is marked derived, `transferred_from` kept); when that fails the transferred entry
   stays, without a backward block, with the reason;
@@ -28,18 +28,20 @@ entries of the traced classes deepest first, so a parent sees its children's new
   of the same metric) plus the class's own backward cost, an exact polynomial in the entry's
   variables (degree <= 1 in batch, <= 2 in seq_len), one per regime when one does not fit:
   attention backward kind (`${flash} ? flash_poly : math_poly`, `flash` bound as zoo entries
-  bind it) and batch > 1 (the causal-LM loss copies the shifted labels only then). The entry is kept
-  only if every call at every training sample, held-out shapes included, is exact forward and
+  bind it) and batch > 1 (the causal-LM loss copies the shifted labels only then). The entry is
+  kept only if every call at every training sample, held-out shapes included, is exact forward and
   backward, and every inference sample is still exact; otherwise it stays forward-only and the
   reason is recorded.
 
-Derived backward templates hold for the traced config (the forward's guard parameter still
+`BackwardCoverer` runs this inside `cover_model`: `add` for each entry as it is accepted
+(deepest first), `finish` for the model's other transferred or derived entries (stored by an
+earlier run without backward). Derived backward templates hold for the traced config (the forward's guard parameter still
 applies) and for training without a cache (kv_len 0), like the zoo's backward blocks.
 """
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
 import warnings
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from fractions import Fraction
 from itertools import product
