@@ -35,8 +35,9 @@ entries of the traced classes deepest first, so a parent sees its children's new
 
 `BackwardCoverer` runs this inside `cover_model`: `add` for each entry as it is accepted
 (deepest first), `finish` for the model's other transferred or derived entries (stored by an
-earlier run without backward). Derived backward templates hold for the traced config (the forward's guard parameter still
-applies) and for training without a cache (kv_len 0), like the zoo's backward blocks.
+earlier run without backward). Derived backward templates hold for the traced config (the
+forward's guard parameter still applies) and for training without a cache (kv_len 0), like the
+zoo's backward blocks.
 """
 from __future__ import annotations
 
