@@ -52,6 +52,19 @@ class AnalysisResult:
     trace_method: str = ""  # the device, or the fallback that traced it (lm_predictor.fallback)
 
 
+def _backward_missing(trace: Trace, recon: Reconciliation, registry: Registry) -> bool:
+    """A training run with a call whose transferred or derived entry has no backward block
+    (covered forward-only by an earlier run): covering again derives it."""
+    if recon.step_totals is None:
+        return False
+    for call in trace.calls:
+        key = registry.resolve_key(call.formula_key)
+        if key is not None and registry.get(key).backward is None and \
+                registry.get(key).validation.source in ("transferred", "derived"):
+            return True
+    return False
+
+
 def analyze(model_id: Any, *, inputs: dict[str, Any] | None = None, args: tuple = (),
             batch_size: int | None = None, seq_len: int | None = None,
             phase: Literal["prefill", "decode", "train"] = "prefill", kv_len: int = 0,
@@ -139,7 +152,8 @@ def analyze(model_id: Any, *, inputs: dict[str, Any] | None = None, args: tuple 
     notes = [out.note] if out.note else []
     report = None
     if cover and out.config is not None and out.recon is not None and (
-            out.recon.uncovered_classes or any(c.error for c in out.recon.calls)):
+            out.recon.uncovered_classes or any(c.error for c in out.recon.calls)
+            or _backward_missing(out.trace, out.recon, registry)):
         from lm_predictor.coverage import cover_model
 
         say("covering classes without a formula (transfer, then derivation)")

@@ -91,6 +91,7 @@ class CoverageReport:
     after: CoverageSummary
     entries: list[FormulaEntry]
     stored_in: Path | None = None
+    backward: Any = None  # lm_predictor.derive_backward.BackwardReport when asked for
 
     def count(self, source: str) -> int:
         return sum(1 for o in self.outcomes if o.source == source)
@@ -117,7 +118,7 @@ class CoverageReport:
         for o in self.outcomes:
             if o.source == "none":
                 out.append(f"  none: {o.class_name}: {o.reason}")
-        return out
+        return out + (self.backward.lines() if self.backward is not None else [])
 
 
 def source_of(registry: Registry, key: str) -> str:
@@ -218,9 +219,11 @@ def cover_model(config: Any, registry: Registry | None = None, *, store: bool = 
                 derive: bool = True, samples: list[Sample] | None = None,
                 points: tuple[Point, ...] = FIT_POINTS,
                 held_out: tuple[Point, ...] = HELD_OUT_POINTS,
-                dtype: Any = None) -> CoverageReport:
+                dtype: Any = None, backward: bool = True) -> CoverageReport:
     """Transfer, then derive, an entry for every uncovered class of the model built from
-    `config`; store the accepted ones in the user database (unless `store=False`)."""
+    `config`; with `backward`, give every transferred or derived entry a verified backward
+    (`lm_predictor.derive_backward`); store the accepted ones in the user database (unless
+    `store=False`)."""
     registry = registry or Registry.default(user_path)
     samples = samples or sample_traces(config, points, held_out,
                                        **({"dtype": dtype} if dtype is not None else {}))
@@ -233,6 +236,11 @@ def cover_model(config: Any, registry: Registry | None = None, *, store: bool = 
     traced = sorted({c.class_name for c in trace0.calls})
     model_type = str(getattr(config, "model_type", "") or "")
     probe = [trace0] + [s.trace for s in samples if s.point.kv_len > 0][:1]
+    bw = None
+    if backward:
+        from lm_predictor.derive_backward import BackwardCoverer
+        bw = BackwardCoverer(config, samples, model_type=model_type,
+                             **({"dtype": dtype} if dtype is not None else {}))
     for key, name in uncovered_classes(probe, registry):
         outcome = ClassOutcome(key, name, "none")
         entry: FormulaEntry | None = None
@@ -254,14 +262,23 @@ def cover_model(config: Any, registry: Registry | None = None, *, store: bool = 
         if entry is None and not outcome.reason:
             outcome.reason = "; ".join(f"{k}: {r}" for k, r in outcome.tried[:3]) or \
                 "no candidate"
+        if entry is not None and bw is not None:  # a verified backward (derive_backward)
+            entry = bw.add(key, name, entry, work)
+            outcome.source = entry.validation.source
+            outcome.transferred_from = entry.validation.transferred_from
         if entry is not None:
             accepted.append(entry)
             work = with_entries(work, [entry])
         outcomes.append(outcome)
+    if bw is not None:
+        work = bw.finish(work)
+        changed = dict(bw.report.entries)
+        accepted = [changed.pop(e.key, e) for e in accepted] + list(changed.values())
+        work = with_entries(registry, accepted)
     after = _summary_over(samples, work)
     stored: Path | None = None
     if store and accepted:
         stored = user_db_path(user_path)
         save_entries(stored, accepted)
     return CoverageReport(model_type, config_hash(guard_values(trace0.config)), outcomes,
-                          before, after, accepted, stored)
+                          before, after, accepted, stored, bw.report if bw else None)

@@ -355,7 +355,7 @@ def run_type(spec: SweepType, shape: tuple[int, int] = DEFAULT_SHAPE,
             from lm_predictor.derive import with_entries
 
             try:
-                report = cover_model(config, registry, store=False)
+                report = cover_model(config, registry, store=False, backward=False)
             except Exception as exc:  # noqa: BLE001 - the builtin-only result still stands
                 result.method_notes.append(f"cover failed: {_error_line(exc)}")
             else:

@@ -30,7 +30,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-size", "--batch_size", dest="batch_size", type=int_list, default=[1])
     p.add_argument("--seq-len", "--seq_len", dest="seq_len", type=int_list, default=None,
                    help="prompt lengths in prefill (default 128); refused with --phase decode")
-    p.add_argument("--phase", choices=("prefill", "decode"), default="prefill")
+    p.add_argument("--phase", choices=("prefill", "decode", "train"), default="prefill",
+                   help="train: one training step (forward with labels, loss, backward) per "
+                        "point; needs backward formulas (zoo, or analyze --phase train)")
+    p.add_argument("--attention-backward", "--attention_backward", dest="attention_backward",
+                   choices=("flash", "math"), default=None,
+                   help="with --phase train: the SDPA backward counted (default flash)")
     p.add_argument("--kv-len", "--kv_len", dest="kv_len", type=int_list, default=[0])
     add_dtype_arg(p)
     add_formulas_arg(p)
@@ -74,6 +79,13 @@ def cmd_predict(args: argparse.Namespace) -> int:
                              "cache), e.g. --kv-len 1024")
     else:
         seqs = args.seq_len or [128]
+    if args.attention_backward and args.phase != "train":
+        raise UsageError("--attention-backward is for --phase train; drop it")
+    if args.phase == "train" and args.hardware:
+        raise UsageError("--hardware times a forward pass here; for a training step use "
+                         "'lm-predictor analyze --phase train --hardware NAME'")
+    if args.phase == "train" and args.kv_len != [0]:
+        raise UsageError("a training step has no KV cache: drop --kv-len with --phase train")
     if (args.kernels or args.logits) and not args.hardware:
         raise UsageError("--kernels and --logits shape the time estimate: add --hardware NAME")
     if 0 in args.batch_size or (args.phase == "prefill" and 0 in seqs):
@@ -98,7 +110,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
     try:
         prediction = predict_points(args.model_id, points, phase=args.phase, dtype=args.dtype,
-                                    formulas=args.formulas, progress=say)
+                                    formulas=args.formulas, progress=say,
+                                    attention_backward=args.attention_backward or "flash")
     finally:
         if started:
             status.stop()
@@ -253,6 +266,10 @@ def print_points(args: argparse.Namespace, rows: list[dict], console: Any) -> No
     for line in misfits:
         console.print(f"[red]{line}[/red]", highlight=False)
     notes = [LEGEND]
+    if args.phase == "train":
+        notes.insert(0, "train: one step, forward + backward (+ the loss's seed gradient); "
+                        "activ. B: forward activations, what autograd saves included; "
+                        "forward_* and backward_* in --json")
     if args.hardware:
         notes.insert(0, "memory B: weights + KV cache + activations outside the cache (weights "
                         "and cache geometry from a meta build, activations from the formulas; "

@@ -91,10 +91,15 @@ def _evaluate_trees(cached: cache.CachedModel, points: list[Point]) -> list[dict
 
 def predict_points(model_id: str, points: list[Point], *, phase: str = "prefill",
                    dtype: str | None = None, formulas: str | None = None,
-                   progress: Callable[[str], None] | None = None) -> Prediction:
+                   progress: Callable[[str], None] | None = None,
+                   attention_backward: str = "flash") -> Prediction:
     """Metrics at every point (see the module docstring for the route taken). `progress` is
-    told what runs whenever the work may take more than a moment (a cache miss)."""
+    told what runs whenever the work may take more than a moment (a cache miss). Phase `train`:
+    one training step per point (`Predictor.training_step`, `attention_backward` 'flash' or
+    'math'), always through the config route."""
     say = progress or (lambda _msg: None)
+    if phase == "train":
+        return _predict_training(model_id, points, dtype, formulas, say, attention_backward)
     raw = raw_config(model_id)
     key = None
     if raw is not None:
@@ -136,6 +141,38 @@ def predict_points(model_id: str, points: list[Point], *, phase: str = "prefill"
                                           predictor.binding(), predictor.trees()))
     return Prediction(resolved.model_id, resolved.config_hash, resolved.note, dtype, phase,
                       _rows(points, values, phase), "config")
+
+
+def _predict_training(model_id: str, points: list[Point], dtype: str | None,
+                      formulas: str | None, say: Callable[[str], None],
+                      attention_backward: str) -> Prediction:
+    """Training-step rows: the step totals (forward + backward + the loss's seed gradient) as
+    the metrics, activation bytes of the forward (what autograd saves included), and the
+    forward and backward parts as `forward_*` / `backward_*`."""
+    from formula_db.registry import Registry
+    from formula_db.units import config_dtype_name as dtype_of
+    from lm_predictor.errors import UsageError
+    from lm_predictor.models.resolve import resolve_config
+    from lm_predictor.predict.predictor import Predictor
+
+    if any(k for _, _, k in points):
+        raise UsageError("a training step has no KV cache: drop --kv-len with --phase train")
+    say(f"resolving {model_id}")
+    resolved = resolve_config(model_id, hf_token=settings.hf_token())
+    dtype = dtype or dtype_of(resolved.config)
+    predictor = Predictor.for_config(resolved.config, model_id, Registry.default(formulas), dtype)
+    rows: list[dict[str, Any]] = []
+    for b, s, _ in points:
+        step = predictor.training_step(b, s, attention_backward)
+        row: dict[str, Any] = {"phase": "train", "batch_size": b, "seq_len": s, "kv_len": 0}
+        row.update(step["step"])
+        row["activation_bytes"] = step["forward"]["activation_bytes"]
+        row.update({f"forward_{m}": v for m, v in step["forward"].items()})
+        row.update({f"backward_{m}": v for m, v in step["backward"].items()})
+        row["attention_backward"] = attention_backward
+        rows.append(row)
+    return Prediction(resolved.model_id, resolved.config_hash, resolved.note, dtype, "train",
+                      rows, "config")
 
 
 def _rows(points: list[Point], values: list[dict[str, Any]], phase: str) -> list[dict[str, Any]]:

@@ -95,6 +95,40 @@ class Predictor:
                                          ("kv_len", kv_len)) if k in self.shape_params})
         return self.registry.evaluate_all(self.key, params)
 
+    def training_step(self, batch: int, seq_len: int, attention_backward: str = "flash",
+                      dropout: bool = True) -> dict[str, dict[str, Any]]:
+        """Exact cost of one training step (`tracing.train.trace_training_step`: forward with
+        labels, the causal-LM loss, `loss.backward()`, no cache) at (batch, seq_len):
+        `forward` (five metrics; activation bytes include what autograd saves), `backward` (the
+        entries' `backward` templates) and `step` (forward + backward + the seed gradient of
+        the float32 loss, 4 bytes read and written: the traced step totals). Training-mode
+        parameters of the top-level entry are set when it has them: `has_labels`,
+        `grad_enabled`, `training` (dropout active, unless `dropout` is False) and `flash`
+        (`attention_backward` 'flash' or 'math')."""
+        from formula_db.errors import UnknownKeyError
+        from lm_predictor.results import BACKWARD_METRICS
+
+        if attention_backward not in ("flash", "math"):
+            raise FormulaError(f"attention_backward {attention_backward!r} is not one of "
+                               f"'flash', 'math'; pass one of them")
+        entry = self.registry.get(self.key)
+        if entry.backward is None:
+            raise UnknownKeyError(
+                f"no backward formula for {entry.full_class_name}; trace a training step with "
+                f"'lm-predictor analyze --phase train' (covers transferred and derived classes) "
+                f"or add a 'backward' block")
+        params = dict(self.fixed)
+        params.update({k: v for k, v in (("batch", batch), ("seq_len", seq_len), ("kv_len", 0))
+                       if k in self.shape_params})
+        step = {"has_labels": True, "grad_enabled": True, "training": dropout,
+                "flash": attention_backward == "flash"}
+        params.update({k: v for k, v in step.items() if k in entry.param_names})
+        forward = self.registry.evaluate_all(self.key, params)
+        backward = self.registry.evaluate_backward(self.key, params) or {}
+        seed = {"flops": 0, "vector_flops": 0, "bytes_read": 4, "bytes_written": 4}
+        return {"forward": forward, "backward": backward,
+                "step": {m: forward[m] + backward[m] + seed[m] for m in BACKWARD_METRICS}}
+
     def closed_form(self, metric: str) -> Any:
         """The metric as a simplified sympy expression in the shape parameters."""
         return self.registry.symbolic(self.key, metric, fixed=self.fixed,

@@ -32,7 +32,8 @@ def test_exact_fit_recovers_a_known_polynomial() -> None:
 def test_derived_entries_are_exact_at_unseen_shapes(fixture, request) -> None:
     config, samples = request.getfixturevalue(fixture)
     registry = Registry.default(include_user=False)
-    report = cover_model(config, registry, store=False, transfer=False, samples=samples)
+    report = cover_model(config, registry, store=False, transfer=False, samples=samples,
+                         backward=False)
     assert report.count("none") == 0, report.lines()
     assert report.count("derived") == len(report.outcomes) >= 4
     sources = {e.validation.source for e in report.entries}
@@ -52,7 +53,8 @@ def test_derived_entries_are_exact_at_unseen_shapes(fixture, request) -> None:
 def test_moe_block_is_derived_with_nested_calls(olmoe) -> None:
     config, samples = olmoe
     registry = Registry.default(include_user=False)
-    report = cover_model(config, registry, store=False, transfer=False, samples=samples)
+    report = cover_model(config, registry, store=False, transfer=False, samples=samples,
+                         backward=False)
     moe = next(e for e in report.entries if e.full_class_name.endswith("OlmoeSparseMoeBlock"))
     assert any(k.endswith("OlmoeExperts") for k in moe.module_depends)
     assert any(k.endswith("OlmoeTopKRouter") for k in moe.module_depends)
@@ -61,7 +63,7 @@ def test_moe_block_is_derived_with_nested_calls(olmoe) -> None:
 def test_sliding_window_past_the_window_is_refused() -> None:
     config, samples = traced("Starcoder2Config", sliding_window=4)
     report = cover_model(config, Registry.default(include_user=False), store=False,
-                         transfer=False, samples=samples)
+                         transfer=False, samples=samples, backward=False)
     attn = next(o for o in report.outcomes if o.class_name.endswith("Starcoder2Attention"))
     assert attn.source == "none"
     assert "polynomial" in attn.reason or "held-out" in attn.reason
@@ -92,7 +94,8 @@ def test_derived_entry_refuses_another_config_and_chunked_prefill(olmo) -> None:
 def test_derived_entry_refuses_lengths_past_the_sliding_window() -> None:
     config, samples = traced("Starcoder2Config", sliding_window=32)
     registry = Registry.default(include_user=False)
-    report = cover_model(config, registry, store=False, transfer=False, samples=samples)
+    report = cover_model(config, registry, store=False, transfer=False, samples=samples,
+                         backward=False)
     assert report.count("none") == 0, report.lines()  # every sample is inside the window
     reg = with_entries(registry, report.entries)
     inside = reconcile(trace_config(config, 1, 30), reg)

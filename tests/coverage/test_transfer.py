@@ -107,7 +107,7 @@ def test_seed_oss_is_covered_by_transfer_then_derivation() -> None:
 
     config, samples = traced("SeedOssConfig")
     registry = Registry.default(include_user=False)
-    report = cover_model(config, registry, store=False, samples=samples)
+    report = cover_model(config, registry, store=False, samples=samples, backward=False)
     assert len(report.outcomes) >= 7, report.lines()
     assert {o.source for o in report.outcomes} <= {"transferred", "derived"}, report.lines()
     leaves = {o.class_name.rsplit(".", 1)[-1]: o for o in report.outcomes
@@ -136,7 +136,8 @@ def test_a_transfer_is_rechecked_on_a_config_that_runs_another_code_path(tmp_pat
 
     config, samples = traced("SmolLM3Config")
     path = tmp_path / "formulas.json"
-    first = cover_model(config, Registry.default(path), user_path=path, samples=samples)
+    first = cover_model(config, Registry.default(path), user_path=path, samples=samples,
+                        backward=False)
     assert first.count("transferred") == len(first.outcomes) and first.after.fully_exact
     data = config.to_dict()
     for k in ("layer_types", "no_rope_layers"):
@@ -145,7 +146,7 @@ def test_a_transfer_is_rechecked_on_a_config_that_runs_another_code_path(tmp_pat
     deeper = transformers.SmolLM3Config(**data)
     assert deeper.no_rope_layers[3] == 0  # layer 3 has no rotary embedding
     second = cover_model(deeper, Registry.default(path), user_path=path,
-                         samples=sample_traces(deeper))
+                         samples=sample_traces(deeper), backward=False)
     attn = next(o for o in second.outcomes if o.class_name.endswith("SmolLM3Attention"))
     assert attn.source == "none" and "polynomial" in attn.reason
     assert not second.after.fully_exact and second.after.exact_calls < second.after.calls

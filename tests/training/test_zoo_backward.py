@@ -34,9 +34,10 @@ def training_step(model: torch.nn.Module, batch: int, seq: int, kind: str) -> Tr
         return trace_training_step(model, {"input_ids": ids}, attention_backward=kind)
 
 
-def step_problems(t: Trace) -> list[str]:
-    """Readable lines for every call whose forward or backward is not predicted exactly."""
-    recon = reconcile(t, REGISTRY)
+def step_problems(t: Trace, registry: Registry | None = None) -> list[str]:
+    """Readable lines for every call whose forward or backward is not predicted exactly
+    (by `registry`, default the builtin formulas)."""
+    recon = reconcile(t, registry or REGISTRY)
     problems: list[str] = []
     unattributed = t.step_totals().unattributed.as_dict()
     if any(unattributed.values()):
