@@ -68,9 +68,10 @@ class Point:
 
 
 FIT_POINTS: tuple[Point, ...] = tuple(
-    [Point(b, s) for b, s in product((1, 2), (2, 3, 5))]
-    + [Point(b, 1, k) for b, k in product((1, 2), (2, 3, 5))])
-HELD_OUT_POINTS: tuple[Point, ...] = (Point(3, 7), Point(4, 4), Point(3, 1, 9), Point(4, 1, 6))
+    [Point(b, s) for b, s in product((1, 2, 3), (2, 3, 5))]
+    + [Point(b, 1, k) for b, k in product((1, 2, 3), (2, 3, 5))])
+HELD_OUT_POINTS: tuple[Point, ...] = (Point(1, 7), Point(3, 7), Point(4, 4), Point(1, 1, 9),
+                                      Point(4, 1, 6))
 
 
 @dataclass
@@ -180,11 +181,14 @@ def cache_expr(call: CallRecord) -> str | None:
 Monomial = tuple[tuple[str, int], ...]
 
 
-def basis(names: list[str], max_degree: int = 2, max_total: int = 3) -> list[Monomial]:
-    """Monomials in `names`, each variable up to `max_degree`, total degree up to `max_total`."""
+def basis(names: list[str], max_degree: int = 2, max_total: int = 3,
+          linear: Iterable[str] = ()) -> list[Monomial]:
+    """Monomials in `names`, each variable up to `max_degree` (those in `linear` up to 1), total
+    degree up to `max_total`."""
     out: list[Monomial] = []
+    lin = set(linear)
     for degs in product(range(max_degree + 1), repeat=len(names)):
-        if sum(degs) <= max_total:
+        if sum(degs) <= max_total and not any(d > 1 and n in lin for n, d in zip(names, degs)):
             out.append(tuple((n, d) for n, d in zip(names, degs) if d))
     return sorted(out, key=lambda m: (sum(d for _, d in m), m))
 
@@ -225,10 +229,11 @@ def solve_exact(rows: list[list[Fraction]], rhs: list[Fraction]) -> list[Fractio
     return x
 
 
-def fit_poly(data: list[tuple[dict[str, int], int]], names: list[str]
-             ) -> dict[Monomial, Fraction] | None:
-    """Exact polynomial through every (values, target) pair, or None."""
-    mons = basis(names)
+def fit_poly(data: list[tuple[dict[str, int], int]], names: list[str],
+             linear: Iterable[str] = ()) -> dict[Monomial, Fraction] | None:
+    """Exact polynomial through every (values, target) pair (degree 1 in the names in
+    `linear`), or None."""
+    mons = basis(names, linear=linear)
     rows = [[Fraction(mono_value(m, v)) for m in mons] for v, _ in data]
     sol = solve_exact(rows, [Fraction(t) for _, t in data])
     if sol is None:
@@ -279,25 +284,74 @@ class Shape:
         return "kv_len" in self.names and "batch" in self.names
 
 
-def fit_regimes(shape: Shape, data: list[tuple[dict[str, int], int]]) -> str | None:
-    """Template text fitting every (variables, target) pair exactly, or None."""
+Data = list[tuple[dict[str, int], int]]
+
+
+@dataclass
+class Piece:
+    """A fitted closed form: one polynomial, or (`one` set) a separate polynomial for batch 1.
+
+    Batch 1 is a regime of its own in transformers: a mask or position tensor of batch 1
+    broadcasts where a larger batch needs an expand copy, so costs are linear in the batch from
+    batch 2 on and off that line at batch 1."""
+
+    poly: dict[Monomial, Fraction]
+    one: dict[Monomial, Fraction] | None = None
+
+    def at(self, values: Mapping[str, int]) -> Fraction:
+        if self.one is not None and values.get("batch") == 1:
+            return _poly_at(self.one, values)
+        return _poly_at(self.poly, values)
+
+    def text(self) -> str:
+        main = poly_text(self.poly)
+        if self.one is None:
+            return main
+        one = poly_text(self.one)
+        return main if one == main else f"(${{batch}} == 1 ? {one} : {main})"
+
+
+def fit_piece(data: Data, names: list[str], batch_degree: int = 1) -> Piece | None:
+    """Exact closed form of `data`: one polynomial (degree `batch_degree` in batch), else, with
+    `batch_degree` 1, one polynomial over batch >= 2 and one over batch 1."""
+    linear = ("batch",) if batch_degree == 1 else ()
+    poly = fit_poly(data, names, linear)
+    if poly is not None:
+        return Piece(poly)
+    if batch_degree != 1 or "batch" not in names:
+        return None
+    ones = [(v, t) for v, t in data if v["batch"] == 1]
+    rest = [(v, t) for v, t in data if v["batch"] != 1]
+    if not ones or len({v["batch"] for v, _ in rest}) < 2:
+        return None
+    main = fit_poly(rest, names, linear)
+    one = fit_poly(ones, [n for n in names if n != "batch"]) if main is not None else None
+    return None if one is None or main is None else Piece(main, one)
+
+
+def fit_regimes(shape: Shape, data: Data, batch_degree: int = 1) -> str | None:
+    """Template text fitting every (variables, target) pair exactly, or None. With a kv
+    variable, prefill and decode are fitted apart (and joined when one form serves both);
+    `batch_degree` 1 models batch 1 as its own regime when it is off the line of larger
+    batches, 2 allows a quadratic in batch instead (batch x batch costs, e.g. contrastive
+    logits)."""
     if shape.regime:
         pre = [(v, t) for v, t in data if v["kv_len"] == 0]
         dec = [(v, t) for v, t in data if v["kv_len"] > 0]
         names_pre = [n for n in shape.names if n != "kv_len"]
         names_dec = [n for n in shape.names if n != "seq_len"]
-        p = fit_poly(pre, names_pre) if pre else {}
+        p = fit_piece(pre, names_pre, batch_degree) if pre else Piece({})
         if p is None:
             return None
-        if p and all(_poly_at(p, v) == t for v, t in dec):  # one form serves both regimes
-            return poly_text(p)
-        d = fit_poly(dec, names_dec) if dec else {}
+        if p.poly and all(p.at(v) == t for v, t in dec):  # one form serves both regimes
+            return p.text()
+        d = fit_piece(dec, names_dec, batch_degree) if dec else Piece({})
         if d is None:
             return None
-        pt, dt = poly_text(p), poly_text(d)
+        pt, dt = p.text(), d.text()
         return pt if pt == dt else f"(${{kv_len}} > 0 ? {dt} : {pt})"
-    poly = fit_poly(data, shape.names)
-    return None if poly is None else poly_text(poly)
+    piece = fit_piece(data, shape.names, batch_degree)
+    return None if piece is None else piece.text()
 
 
 # -- the derivation --------------------------------------------------------------------------------
@@ -520,15 +574,17 @@ class Deriver:
             return Derivation(key, None, calls)
         shape = self.shape_of(calls)
         reasons: list[str] = []
-        for cand in [shape, *self._generic_shapes(calls)]:
-            result = self._derive_with(key, full_class_name, cand, calls)
+        tries = [(shape, 1)] + ([(shape, 2)] if "batch" in shape.names else [])
+        tries += [(cand, 1) for cand in self._generic_shapes(calls)]
+        for cand, batch_degree in tries:
+            result = self._derive_with(key, full_class_name, cand, calls, batch_degree)
             if isinstance(result, FormulaEntry):
                 return Derivation(key, result, calls=len(calls))
             reasons.append(result)
         return Derivation(key, None, reasons[0] if reasons else "no variables", len(calls))
 
-    def _child_part(self, shape: Shape, calls: list[tuple[Sample, CallRecord]]
-                    ) -> tuple[list[tuple[str, list[str]]], dict[tuple[int, int], dict[str, int]]]:
+    def _child_part(self, shape: Shape, calls: list[tuple[Sample, CallRecord]],
+                    batch_degree: int = 1) -> tuple[list[tuple[str, list[str]]], dict[tuple[int, int], dict[str, int]]]:
         """Nested calls (key, argument texts) and, per (sample idx, call id), their summed
         predicted counters."""
         s0, c0 = calls[0]
@@ -571,7 +627,7 @@ class Deriver:
                 elif all(isinstance(v, int) and not isinstance(v, bool) for v in vals):
                     data = [(self._values(shape, s, c), v) for (s, c, _, _), v in
                             zip(per_call, vals)]
-                    text = fit_regimes(shape, data)
+                    text = fit_regimes(shape, data, batch_degree)
                     if text is None:
                         ok = False
                         break
@@ -591,10 +647,11 @@ class Deriver:
         return nested, sums
 
     def _derive_with(self, key: str, full_class_name: str, shape: Shape,
-                     calls: list[tuple[Sample, CallRecord]]) -> FormulaEntry | str:
+                     calls: list[tuple[Sample, CallRecord]], batch_degree: int = 1
+                     ) -> FormulaEntry | str:
         fit_calls = [(s, c) for s, c in calls if not s.held_out]
         try:
-            nested, sums = self._child_part(shape, fit_calls)
+            nested, sums = self._child_part(shape, fit_calls, batch_degree)
         except (FormulaError, ValueError) as exc:
             return f"children: {exc}"
         grouped: dict[str, int] = {}
@@ -611,7 +668,7 @@ class Deriver:
                 child = 0 if m == "activation_bytes" else \
                     sums.get((id(s), c.call_id), {}).get(m, 0)
                 data.append((self._values(shape, s, c), measured - child))
-            own = fit_regimes(shape, data)
+            own = fit_regimes(shape, data, batch_degree)
             if own is None:
                 return (f"{m} is not one polynomial in {', '.join(shape.names) or 'no variables'}"
                         f" over the traced shapes (piecewise or data-dependent behaviour, or "
