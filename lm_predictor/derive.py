@@ -156,6 +156,8 @@ def features(call: CallRecord) -> list[str]:
         if isinstance(desc, TensorMeta):
             out.extend(f"{expr}.shape[{d}]" for d in range(len(desc.shape)))
             out.append(f"numel({expr})")
+            if len(desc.shape) >= 3:  # rows of a last-dim op (a norm over inputs of any rank)
+                out.append(f"numel({expr}) // {expr}.shape[-1]")
         elif isinstance(desc, tuple) and depth < 2:
             for j, v in enumerate(desc):
                 walk(v, f"{expr}[{j}]", depth + 1)
@@ -234,8 +236,12 @@ def fit_poly(data: list[tuple[dict[str, int], int]], names: list[str],
     """Exact polynomial through every (values, target) pair (degree 1 in the names in
     `linear`), or None."""
     mons = basis(names, linear=linear)
-    rows = [[Fraction(mono_value(m, v)) for m in mons] for v, _ in data]
-    sol = solve_exact(rows, [Fraction(t) for _, t in data])
+    points: dict[tuple[int, ...], int] = {}
+    for v, t in data:  # one row per distinct point (many instances share each)
+        if points.setdefault(tuple(v[n] for n in names), t) != t:
+            return None
+    rows = [[Fraction(mono_value(m, dict(zip(names, k)))) for m in mons] for k in points]
+    sol = solve_exact(rows, [Fraction(t) for t in points.values()])
     if sol is None:
         return None
     return {m: c for m, c in zip(mons, sol) if c != 0}
@@ -351,7 +357,45 @@ def fit_regimes(shape: Shape, data: Data, batch_degree: int = 1) -> str | None:
         pt, dt = p.text(), d.text()
         return pt if pt == dt else f"(${{kv_len}} > 0 ? {dt} : {pt})"
     piece = fit_piece(data, shape.names, batch_degree)
-    return None if piece is None else piece.text()
+    if piece is not None:
+        return piece.text()
+    if "seq_len" not in shape.names or "kv_len" in shape.names:
+        return None
+    # no cache variable: one token (decode) apart from several (prefill)
+    single = [(v, t) for v, t in data if v["seq_len"] == 1]
+    rest = [(v, t) for v, t in data if v["seq_len"] != 1]
+    if not single or not rest:
+        return None
+    many = fit_piece(rest, shape.names, batch_degree)
+    one = fit_piece(single, [n for n in shape.names if n != "seq_len"], batch_degree) \
+        if many is not None else None
+    if many is None or one is None:
+        return None
+    return f"(${{seq_len}} == 1 ? {one.text()} : {many.text()})"
+
+
+@dataclass
+class Variant:
+    """Instances of one class that cost differently at the same shape (a decoder layer with a
+    dense MLP in layer 0 and MoE after it, alternating sliding / full attention), told apart by
+    a module attribute: `values[i]` is variant i + 1."""
+
+    attr: str
+    values: list[Any]
+
+    def code(self, call: CallRecord) -> int:
+        return self.values.index(call.attributes.get(self.attr)) + 1
+
+    def bind(self) -> str:
+        conds = [f"module.{self.attr} == {_literal(v)} ? {i + 1}" for i, v in
+                 enumerate(self.values)]
+        known = ", ".join(str(v) for v in self.values)
+        return " : ".join(conds) + (f" : 'entry derived for module.{self.attr} in ({known}); "
+                                    f"run lm-predictor analyze on this model to derive it again'")
+
+
+_NOT_VARIANT = frozenset({"training", "has_weight", "has_bias"})
+_INDEX_ATTRS = ("list_index", "layer_idx")
 
 
 # -- the derivation --------------------------------------------------------------------------------
@@ -443,6 +487,7 @@ def guard_bind(config: Mapping[str, Any], model_type: str, itemsize: int) -> str
             f"lm-predictor analyze with this dtype to derive it again' : (({body}) ? 1 : {reason})")
 
 
+_LENGTH = re.compile(r"(window|cache|chunk|length|kernel|top_?k|block)", re.I)
 _WINDOW = re.compile(r"(sliding_window|attention_window|attention_chunk_size|window_size)$")
 
 
@@ -471,6 +516,7 @@ class Deriver:
         self.model_type = model_type
         self.config = samples[0].trace.config if samples else {}
         self._itemsize: int | None = None
+        self._predicted: dict[tuple[str, int, int], tuple[dict[str, Any], dict[str, Any]] | None] = {}
 
     def traced_itemsize(self) -> int:
         """Bytes per element of the sampled model's activations (first call with a floating
@@ -480,6 +526,19 @@ class Deriver:
                                                  else []))
             self._itemsize = next((size for bind, size in found if bind is not None), 4)
         return self._itemsize
+
+    def _predict(self, key: str, sample: Sample, call: CallRecord
+                 ) -> tuple[dict[str, Any], dict[str, Any]] | None:
+        """(bound parameters, predicted metrics) of `call` under entry `key`, None when it does
+        not bind or evaluate; memoised (every candidate shape nests the same children)."""
+        memo = (key, id(sample), call.call_id)
+        if memo not in self._predicted:
+            try:
+                params = self.registry.bind(key, roots_of(call, sample.trace.config))
+                self._predicted[memo] = (params, self.registry.evaluate_all(key, params))
+            except FormulaError:
+                self._predicted[memo] = None
+        return self._predicted[memo]
 
     # variables ----------------------------------------------------------------------------------
     def _truth(self, p: Point) -> dict[str, int]:
@@ -529,8 +588,13 @@ class Deriver:
         if cache:
             kv_cands.append(cache)
             for attr in ("layer_idx", "list_index"):
-                if isinstance(first.attributes.get(attr), int) and "seq_len" in names:
-                    kv_cands.append(f"{cache} - (module.{attr} > 0 and {cache} > 0 ? "
+                if not isinstance(first.attributes.get(attr), int) or "seq_len" not in names:
+                    continue
+                # layers past the first one that updates the cache (layer 0, or the first
+                # attention layer of a hybrid model) see it already grown by seq_len
+                idx = sorted({i for _, c in calls if isinstance(i := c.attributes.get(attr), int)})
+                for k in idx[:-1] or [0]:
+                    kv_cands.append(f"{cache} - (module.{attr} > {k} and {cache} > 0 ? "
                                     f"${{seq_len}} : 0)")
         if "seq_len" in names:
             kv_cands.extend(f"{t} - ${{seq_len}}" for t in feats)
@@ -573,15 +637,49 @@ class Deriver:
         if isinstance(calls, str):
             return Derivation(key, None, calls)
         shape = self.shape_of(calls)
+        variant = self._variant(key) if shape.names else None
         reasons: list[str] = []
-        tries = [(shape, 1)] + ([(shape, 2)] if "batch" in shape.names else [])
-        tries += [(cand, 1) for cand in self._generic_shapes(calls)]
-        for cand, batch_degree in tries:
-            result = self._derive_with(key, full_class_name, cand, calls, batch_degree)
+        tries = [(shape, 1, variant)]
+        tries += [(shape, 2, variant)] if "batch" in shape.names else []
+        tries += [(cand, 1, None) for cand in self._generic_shapes(calls)]
+        for cand, batch_degree, var in tries:
+            result = self._derive_with(key, full_class_name, cand, calls, batch_degree, var)
             if isinstance(result, FormulaEntry):
                 return Derivation(key, result, calls=len(calls))
             reasons.append(result)
         return Derivation(key, None, reasons[0] if reasons else "no variables", len(calls))
+
+    def _variant(self, key: str) -> Variant | None:
+        """The module attribute that tells apart instances of `key` costing differently at the
+        same fit shape (fewest values first, a layer index last); None when all cost alike or
+        no attribute tells them apart."""
+        costs: dict[InstanceId, list[tuple[int, ...]]] = {}
+        attrs: dict[InstanceId, Mapping[str, Any]] = {}
+        for s in self.samples:
+            if s.held_out:
+                continue
+            for iid, c in instances(s.trace, key).items():
+                costs.setdefault(iid, []).append(
+                    (*c.inclusive.as_dict().values(), c.activation_bytes))
+                attrs.setdefault(iid, c.attributes)
+        group = {iid: tuple(v) for iid, v in costs.items()}
+        if len(set(group.values())) < 2:
+            return None
+        best: Variant | None = None
+        names = sorted({a for at in attrs.values() for a in at} - _NOT_VARIANT,
+                       key=lambda a: (a in _INDEX_ATTRS, a))
+        for attr in names:
+            seen: dict[Any, tuple[tuple[int, ...], ...]] = {}
+            ok = True
+            for iid, at in attrs.items():
+                v = at.get(attr)
+                if v is None or isinstance(v, float) or _literal(v) is None or \
+                        seen.setdefault(v, group[iid]) != group[iid]:
+                    ok = False
+                    break
+            if ok and len(seen) > 1 and (best is None or len(seen) < len(best.values)):
+                best = Variant(attr, sorted(seen, key=repr))
+        return best
 
     def _child_part(self, shape: Shape, calls: list[tuple[Sample, CallRecord]],
                     batch_degree: int = 1) -> tuple[list[tuple[str, list[str]]], dict[tuple[int, int], dict[str, int]]]:
@@ -603,12 +701,11 @@ class Deriver:
                 if child is None or child.formula_key != key:
                     ok = False
                     break
-                try:
-                    params = self.registry.bind(entry.key, roots_of(child, s.trace.config))
-                    predicted = self.registry.evaluate_all(entry.key, params)
-                except FormulaError:
+                got = self._predict(entry.key, s, child)
+                if got is None:
                     ok = False
                     break
+                params, predicted = got
                 measured = child.inclusive.as_dict()
                 if any(predicted[m] != measured[m] for m in COUNTER_METRICS):
                     ok = False  # only exact children are nested; others fold into own cost
@@ -646,10 +743,10 @@ class Deriver:
                     acc[m] += int(predicted[m])
         return nested, sums
 
-    def _derive_with(self, key: str, full_class_name: str, shape: Shape,
-                     calls: list[tuple[Sample, CallRecord]], batch_degree: int = 1
-                     ) -> FormulaEntry | str:
-        fit_calls = [(s, c) for s, c in calls if not s.held_out]
+    def _templates(self, shape: Shape, fit_calls: list[tuple[Sample, CallRecord]],
+                   batch_degree: int) -> tuple[dict[str, str], set[str]] | str:
+        """Per metric, nested children plus fitted own cost over `fit_calls`, and the nested
+        keys; or the reason there is none."""
         try:
             nested, sums = self._child_part(shape, fit_calls, batch_degree)
         except (FormulaError, ValueError) as exc:
@@ -677,8 +774,38 @@ class Deriver:
                 templates[m] = own
             else:
                 templates[m] = calls_text if own == "0" else f"{calls_text} + {own}"
+        return templates, {ck for ck, _ in nested}
+
+    def _derive_with(self, key: str, full_class_name: str, shape: Shape,
+                     calls: list[tuple[Sample, CallRecord]], batch_degree: int = 1,
+                     variant: Variant | None = None) -> FormulaEntry | str:
+        fit_calls = [(s, c) for s, c in calls if not s.held_out]
+        groups = [fit_calls] if variant is None else [
+            [(s, c) for s, c in fit_calls if variant.code(c) == i + 1]
+            for i in range(len(variant.values))]
+        per_group: list[dict[str, str]] = []
+        dep_set: set[str] = set()
+        for i, group in enumerate(groups):
+            result = self._templates(shape, group, batch_degree)
+            if isinstance(result, str):
+                where = f" (module.{variant.attr} == {variant.values[i]})" if variant else ""
+                return result + where
+            per_group.append(result[0])
+            dep_set |= result[1]
+        templates: dict[str, str] = {}
+        for m in METRICS:
+            texts = [g[m] for g in per_group]
+            if len(set(texts)) == 1:
+                templates[m] = texts[0]
+            else:
+                templates[m] = "(" + " : ".join(f"${{variant}} == {i + 1} ? {t}" for i, t in
+                                                enumerate(texts[:-1])) + f" : {texts[-1]})"
         params = [{"name": n, "type": "int", "description": f"{n} (bound from the call)",
                    "bind": b} for n, b in zip(shape.names, shape.binds)]
+        if variant is not None:
+            params.append({"name": "variant", "type": "int", "bind": variant.bind(),
+                           "description": f"which instances (module.{variant.attr}) the call "
+                                          f"belongs to"})
         domain = _domain_bind(shape, self.config)
         if domain:
             params.append({"name": "in_domain", "type": "int", "default": 1, "bind": domain,
@@ -691,7 +818,7 @@ class Deriver:
         params.append({"name": GUARD, "type": "int", "default": 1,
                        "bind": guard_bind(self.config, self.model_type, itemsize),
                        "description": "refuses configs other than the one derived for"})
-        deps = sorted({ck for ck, _ in nested})
+        deps = sorted(dep_set)
         try:
             entry = FormulaEntry.model_validate({
                 "full_class_name": full_class_name, "kind": "module",
@@ -709,7 +836,18 @@ class Deriver:
         except ValueError as exc:
             return f"entry invalid: {str(exc).splitlines()[-1][:200]}"
         problem = verify(entry, self.registry, calls)
-        return entry if problem is None else f"held-out check: {problem}"
+        return entry if problem is None else f"held-out check: {problem}{self._length_hint()}"
+
+    def _length_hint(self) -> str:
+        """Config lengths past the fitted ones but within the held-out ones (a breakpoint the
+        fit could not see: a conv cache, window or top-k reached only by held-out shapes)."""
+        fit = max((s.point.seq_len for s in self.samples if not s.held_out), default=0)
+        top = max((s.point.seq_len + s.point.kv_len for s in self.samples), default=0)
+        hits = [f"{k}={v}" for k, v in sorted(self.config.items())
+                if _LENGTH.search(k) and isinstance(v, int) and not isinstance(v, bool)
+                and fit < v <= top]
+        return (f" (config {', '.join(hits)} lies between the fitted and the held-out lengths:"
+                f" piecewise past it, not modelled)") if hits else ""
 
 
 def _tf_version() -> str | None:
@@ -729,9 +867,9 @@ def with_entries(registry: Registry, entries: list[FormulaEntry]) -> Registry:
 def verify(entry: FormulaEntry, registry: Registry,
            calls: list[tuple[Sample, CallRecord]]) -> str | None:
     """None when `entry` (over `registry`) equals measurement on every call; else the first
-    difference."""
+    difference (held-out calls first: a wrong entry fails there soonest)."""
     reg = with_entries(registry, [entry])
-    for s, c in calls:
+    for s, c in sorted(calls, key=lambda sc: not sc[0].held_out):
         try:
             params = reg.bind(entry.key, roots_of(c, s.trace.config))
             predicted = reg.evaluate_all(entry.key, params)
