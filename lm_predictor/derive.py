@@ -1,25 +1,33 @@
 """Derivation without an LLM: a formula entry for an uncovered class, fitted exactly from meta traces.
 
-The model is traced on `meta` at a grid of shapes (`FIT_POINTS`) plus held-out shapes
-(`HELD_OUT_POINTS`): prefill (no cache, kv 0) and single-token decode (kv > 0). For one class:
+The model is traced on `meta` at a grid of shapes (`FIT_POINTS`: batch 1-3 x seq 2, 3, 5 prefill
+and batch 1-3 x kv 2, 3, 5 one-token decode) plus held-out shapes (`HELD_OUT_POINTS`: batch 1 and
+batches past the fitted ones, lengths past them). For one class:
 
 1. Variables. Bind expressions for `batch`, `seq_len` and `kv_len` are searched among the
    call's described inputs (tensor dimensions, the KV cache's reported length, the cache length
    corrected by `module.layer_idx` / `module.list_index` for layers that see an already updated
    cache) and accepted only if they equal the true shape at every call of every trace. Classes
    whose inputs hide the shape (MoE experts see `tokens x hidden`, a rotary embedding sees
-   position ids) fall back to one or two generic features (a tensor dimension or element count).
+   position ids) fall back to one or two generic features (a tensor dimension, element count or
+   row count). Instances that cost differently at the same shape (dense and MoE layers,
+   alternating sliding / full attention) are told apart by a module attribute (`variant`).
 2. Children. Every child call whose class has a formula exact on it becomes a nested call
    `{child}(args)`, each argument a closed form in the parent's variables fitted from the child's
    bound parameters (non-integer arguments must be constant). Children that do not bind are
    folded into the parent's own cost.
 3. Own cost. Measured inclusive cost minus the children's formulas (flops, vector_flops,
    bytes_read, bytes_written); activation_bytes whole. Each is an exact polynomial (rational
-   coefficients, exact linear algebra over `fractions.Fraction`): with a kv variable, one
-   polynomial per regime, `${kv_len} > 0 ? decode(batch, kv_len) : prefill(batch, seq_len)`.
+   coefficients, exact linear algebra over `fractions.Fraction`), linear in batch: with a kv
+   variable, one polynomial per regime, `${kv_len} > 0 ? decode(batch, kv_len) :
+   prefill(batch, seq_len)` (without one, `${seq_len} == 1` tells decode apart when needed);
+   batch 1 gets its own polynomial, `${batch} == 1 ? p1 : p`, when it is off the line of larger
+   batches (a mask of batch 1 broadcasts where larger ones are expanded); a quadratic in batch is
+   tried second (batch x batch costs); one per variant.
 4. Verification. The entry is evaluated on every call at every traced shape, held-out shapes
    included, and must equal measurement on all five metrics; otherwise it is refused with the
-   reason (piecewise behaviour such as a sliding window or data-dependent routing shows up here).
+   reason (piecewise behaviour such as a sliding window or data-dependent routing shows up here;
+   a config length between the fitted and held-out lengths is named as the likely breakpoint).
 
 Derived entries hold for the config they were traced with: config values are baked into the
 coefficients, and a guard parameter (`holds_for_config`) refuses to bind for any other config,
@@ -507,6 +515,9 @@ def _domain_bind(shape: Shape, config: Mapping[str, Any]) -> str | None:
     return " : ".join(conds) + " : 1" if conds else None
 
 
+Predicted = tuple[dict[str, Any], dict[str, Any]]  # (bound parameters, predicted metrics)
+
+
 class Deriver:
     """Derives entries for uncovered classes of one model from its samples."""
 
@@ -516,7 +527,7 @@ class Deriver:
         self.model_type = model_type
         self.config = samples[0].trace.config if samples else {}
         self._itemsize: int | None = None
-        self._predicted: dict[tuple[str, int, int], tuple[dict[str, Any], dict[str, Any]] | None] = {}
+        self._predicted: dict[tuple[str, int, int], Predicted | None] = {}
 
     def traced_itemsize(self) -> int:
         """Bytes per element of the sampled model's activations (first call with a floating
@@ -528,7 +539,7 @@ class Deriver:
         return self._itemsize
 
     def _predict(self, key: str, sample: Sample, call: CallRecord
-                 ) -> tuple[dict[str, Any], dict[str, Any]] | None:
+                 ) -> Predicted | None:
         """(bound parameters, predicted metrics) of `call` under entry `key`, None when it does
         not bind or evaluate; memoised (every candidate shape nests the same children)."""
         memo = (key, id(sample), call.call_id)
@@ -682,7 +693,8 @@ class Deriver:
         return best
 
     def _child_part(self, shape: Shape, calls: list[tuple[Sample, CallRecord]],
-                    batch_degree: int = 1) -> tuple[list[tuple[str, list[str]]], dict[tuple[int, int], dict[str, int]]]:
+                    batch_degree: int = 1
+                    ) -> tuple[list[tuple[str, list[str]]], dict[tuple[int, int], dict[str, int]]]:
         """Nested calls (key, argument texts) and, per (sample idx, call id), their summed
         predicted counters."""
         s0, c0 = calls[0]
