@@ -648,7 +648,7 @@ class Deriver:
         if isinstance(calls, str):
             return Derivation(key, None, calls)
         shape = self.shape_of(calls)
-        variant = self._variant(key) if shape.names else None
+        variant = self._variant(key)
         reasons: list[str] = []
         tries = [(shape, 1, variant)]
         tries += [(shape, 2, variant)] if "batch" in shape.names else []
