@@ -495,7 +495,7 @@ def guard_bind(config: Mapping[str, Any], model_type: str, itemsize: int) -> str
             f"lm-predictor analyze with this dtype to derive it again' : (({body}) ? 1 : {reason})")
 
 
-_LENGTH = re.compile(r"(window|cache|chunk|length|kernel|top_?k|block)", re.I)
+_LENGTH = re.compile(r"(window|cache|chunk|length|kernel|index_topk)", re.I)
 _WINDOW = re.compile(r"(sliding_window|attention_window|attention_chunk_size|window_size)$")
 
 
@@ -846,7 +846,9 @@ class Deriver:
                                "notes": "exact closed form fitted over meta traces (prefill and "
                                         "one-token decode), verified at held-out shapes"}})
         except ValueError as exc:
-            return f"entry invalid: {str(exc).splitlines()[-1][:200]}"
+            lines = [ln.strip() for ln in str(exc).splitlines()
+                     if ln.strip() and "errors.pydantic.dev" not in ln]
+            return f"entry invalid: {(lines[-1] if lines else str(exc))[:300]}"
         problem = verify(entry, self.registry, calls)
         return entry if problem is None else f"held-out check: {problem}{self._length_hint()}"
 
