@@ -496,12 +496,14 @@ def guard_bind(config: Mapping[str, Any], model_type: str, itemsize: int) -> str
 
 
 _LENGTH = re.compile(r"(window|cache|chunk|length|kernel|index_topk)", re.I)
-_WINDOW = re.compile(r"(sliding_window|attention_window|attention_chunk_size|window_size)$")
+_WINDOW = re.compile(r"(sliding_window|attention_window|attention_chunk_size|window_size|"
+                     r"index_topk)$")
 
 
 def _domain_bind(shape: Shape, config: Mapping[str, Any]) -> str | None:
     """Bind text refusing shapes the samples cannot vouch for: chunked prefill, and lengths past
-    a sliding window / attention chunk of the config (piecewise beyond it)."""
+    a sliding window / attention chunk / sparse-attention indexer's top-k of the config
+    (piecewise beyond it)."""
     conds: list[str] = []
     if "kv_len" in shape.names and "seq_len" in shape.names:
         conds.append("${kv_len} > 0 and ${seq_len} > 1 ? 'derived entries model prefill and "

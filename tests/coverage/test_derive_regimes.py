@@ -9,7 +9,8 @@ from formula_db.evaluate import Env, evaluate
 from formula_db.parser import parse
 from formula_db.registry import Registry
 from lm_predictor.coverage import cover_model
-from lm_predictor.derive import FIT_POINTS, HELD_OUT_POINTS, Shape, fit_regimes, with_entries
+from lm_predictor.derive import (FIT_POINTS, HELD_OUT_POINTS, Shape, _domain_bind, eval_bind,
+                                 fit_regimes, with_entries)
 from lm_predictor.reconcile import reconcile
 from lm_predictor.testing import trace_config
 
@@ -142,3 +143,15 @@ def test_lfm2_layer_variant_by_attention_flag() -> None:
     variant = next(p for p in layer.parameters if p.name == "variant")
     assert "module.is_attention_layer == false ? 1" in variant.bind
     _exact_at_unseen(config, registry, report)
+
+
+def test_lengths_past_a_sparse_attention_top_k_are_outside_the_domain() -> None:
+    # AXK2 / Dots3 indexers keep min(length, index_topk) positions: piecewise past it
+    shape = Shape(["batch", "seq_len", "kv_len"], ["b", "s", "k"])
+    text = _domain_bind(shape, {"index_topk": 16, "num_experts_per_tok": 2})
+    assert text is not None
+    assert eval_bind(text, {}, {"batch": 2, "seq_len": 16, "kv_len": 0}) == 1
+    assert eval_bind(text, {}, {"batch": 2, "seq_len": 1, "kv_len": 15}) == 1
+    past = eval_bind(text, {}, {"batch": 2, "seq_len": 1, "kv_len": 16})
+    assert isinstance(past, str) and "index_topk=16" in past
+    assert "num_experts_per_tok" not in text  # an expert count is not a length
