@@ -1,25 +1,33 @@
 """Derivation without an LLM: a formula entry for an uncovered class, fitted exactly from meta traces.
 
-The model is traced on `meta` at a grid of shapes (`FIT_POINTS`) plus held-out shapes
-(`HELD_OUT_POINTS`): prefill (no cache, kv 0) and single-token decode (kv > 0). For one class:
+The model is traced on `meta` at a grid of shapes (`FIT_POINTS`: batch 1-3 x seq 2, 3, 5 prefill
+and batch 1-3 x kv 2, 3, 5 one-token decode) plus held-out shapes (`HELD_OUT_POINTS`: batch 1 and
+batches past the fitted ones, lengths past them). For one class:
 
 1. Variables. Bind expressions for `batch`, `seq_len` and `kv_len` are searched among the
    call's described inputs (tensor dimensions, the KV cache's reported length, the cache length
    corrected by `module.layer_idx` / `module.list_index` for layers that see an already updated
    cache) and accepted only if they equal the true shape at every call of every trace. Classes
    whose inputs hide the shape (MoE experts see `tokens x hidden`, a rotary embedding sees
-   position ids) fall back to one or two generic features (a tensor dimension or element count).
+   position ids) fall back to one or two generic features (a tensor dimension, element count or
+   row count). Instances that cost differently at the same shape (dense and MoE layers,
+   alternating sliding / full attention) are told apart by a module attribute (`variant`).
 2. Children. Every child call whose class has a formula exact on it becomes a nested call
    `{child}(args)`, each argument a closed form in the parent's variables fitted from the child's
    bound parameters (non-integer arguments must be constant). Children that do not bind are
    folded into the parent's own cost.
 3. Own cost. Measured inclusive cost minus the children's formulas (flops, vector_flops,
    bytes_read, bytes_written); activation_bytes whole. Each is an exact polynomial (rational
-   coefficients, exact linear algebra over `fractions.Fraction`): with a kv variable, one
-   polynomial per regime, `${kv_len} > 0 ? decode(batch, kv_len) : prefill(batch, seq_len)`.
+   coefficients, exact linear algebra over `fractions.Fraction`), linear in batch: with a kv
+   variable, one polynomial per regime, `${kv_len} > 0 ? decode(batch, kv_len) :
+   prefill(batch, seq_len)` (without one, `${seq_len} == 1` tells decode apart when needed);
+   batch 1 gets its own polynomial, `${batch} == 1 ? p1 : p`, when it is off the line of larger
+   batches (a mask of batch 1 broadcasts where larger ones are expanded); a quadratic in batch is
+   tried second (batch x batch costs); one per variant.
 4. Verification. The entry is evaluated on every call at every traced shape, held-out shapes
    included, and must equal measurement on all five metrics; otherwise it is refused with the
-   reason (piecewise behaviour such as a sliding window or data-dependent routing shows up here).
+   reason (piecewise behaviour such as a sliding window or data-dependent routing shows up here;
+   a config length between the fitted and held-out lengths is named as the likely breakpoint).
 
 Derived entries hold for the config they were traced with: config values are baked into the
 coefficients, and a guard parameter (`holds_for_config`) refuses to bind for any other config,
@@ -68,9 +76,10 @@ class Point:
 
 
 FIT_POINTS: tuple[Point, ...] = tuple(
-    [Point(b, s) for b, s in product((1, 2), (2, 3, 5))]
-    + [Point(b, 1, k) for b, k in product((1, 2), (2, 3, 5))])
-HELD_OUT_POINTS: tuple[Point, ...] = (Point(3, 7), Point(4, 4), Point(3, 1, 9), Point(4, 1, 6))
+    [Point(b, s) for b, s in product((1, 2, 3), (2, 3, 5))]
+    + [Point(b, 1, k) for b, k in product((1, 2, 3), (2, 3, 5))])
+HELD_OUT_POINTS: tuple[Point, ...] = (Point(1, 7), Point(3, 7), Point(4, 4), Point(1, 1, 9),
+                                      Point(4, 1, 6))
 
 
 @dataclass
@@ -155,6 +164,8 @@ def features(call: CallRecord) -> list[str]:
         if isinstance(desc, TensorMeta):
             out.extend(f"{expr}.shape[{d}]" for d in range(len(desc.shape)))
             out.append(f"numel({expr})")
+            if len(desc.shape) >= 3:  # rows of a last-dim op (a norm over inputs of any rank)
+                out.append(f"numel({expr}) // {expr}.shape[-1]")
         elif isinstance(desc, tuple) and depth < 2:
             for j, v in enumerate(desc):
                 walk(v, f"{expr}[{j}]", depth + 1)
@@ -180,11 +191,14 @@ def cache_expr(call: CallRecord) -> str | None:
 Monomial = tuple[tuple[str, int], ...]
 
 
-def basis(names: list[str], max_degree: int = 2, max_total: int = 3) -> list[Monomial]:
-    """Monomials in `names`, each variable up to `max_degree`, total degree up to `max_total`."""
+def basis(names: list[str], max_degree: int = 2, max_total: int = 3,
+          linear: Iterable[str] = ()) -> list[Monomial]:
+    """Monomials in `names`, each variable up to `max_degree` (those in `linear` up to 1), total
+    degree up to `max_total`."""
     out: list[Monomial] = []
+    lin = set(linear)
     for degs in product(range(max_degree + 1), repeat=len(names)):
-        if sum(degs) <= max_total:
+        if sum(degs) <= max_total and not any(d > 1 and n in lin for n, d in zip(names, degs)):
             out.append(tuple((n, d) for n, d in zip(names, degs) if d))
     return sorted(out, key=lambda m: (sum(d for _, d in m), m))
 
@@ -225,12 +239,17 @@ def solve_exact(rows: list[list[Fraction]], rhs: list[Fraction]) -> list[Fractio
     return x
 
 
-def fit_poly(data: list[tuple[dict[str, int], int]], names: list[str]
-             ) -> dict[Monomial, Fraction] | None:
-    """Exact polynomial through every (values, target) pair, or None."""
-    mons = basis(names)
-    rows = [[Fraction(mono_value(m, v)) for m in mons] for v, _ in data]
-    sol = solve_exact(rows, [Fraction(t) for _, t in data])
+def fit_poly(data: list[tuple[dict[str, int], int]], names: list[str],
+             linear: Iterable[str] = ()) -> dict[Monomial, Fraction] | None:
+    """Exact polynomial through every (values, target) pair (degree 1 in the names in
+    `linear`), or None."""
+    mons = basis(names, linear=linear)
+    points: dict[tuple[int, ...], int] = {}
+    for v, t in data:  # one row per distinct point (many instances share each)
+        if points.setdefault(tuple(v[n] for n in names), t) != t:
+            return None
+    rows = [[Fraction(mono_value(m, dict(zip(names, k)))) for m in mons] for k in points]
+    sol = solve_exact(rows, [Fraction(t) for t in points.values()])
     if sol is None:
         return None
     return {m: c for m, c in zip(mons, sol) if c != 0}
@@ -279,25 +298,112 @@ class Shape:
         return "kv_len" in self.names and "batch" in self.names
 
 
-def fit_regimes(shape: Shape, data: list[tuple[dict[str, int], int]]) -> str | None:
-    """Template text fitting every (variables, target) pair exactly, or None."""
+Data = list[tuple[dict[str, int], int]]
+
+
+@dataclass
+class Piece:
+    """A fitted closed form: one polynomial, or (`one` set) a separate polynomial for batch 1.
+
+    Batch 1 is a regime of its own in transformers: a mask or position tensor of batch 1
+    broadcasts where a larger batch needs an expand copy, so costs are linear in the batch from
+    batch 2 on and off that line at batch 1."""
+
+    poly: dict[Monomial, Fraction]
+    one: dict[Monomial, Fraction] | None = None
+
+    def at(self, values: Mapping[str, int]) -> Fraction:
+        if self.one is not None and values.get("batch") == 1:
+            return _poly_at(self.one, values)
+        return _poly_at(self.poly, values)
+
+    def text(self) -> str:
+        main = poly_text(self.poly)
+        if self.one is None:
+            return main
+        one = poly_text(self.one)
+        return main if one == main else f"(${{batch}} == 1 ? {one} : {main})"
+
+
+def fit_piece(data: Data, names: list[str], batch_degree: int = 1) -> Piece | None:
+    """Exact closed form of `data`: one polynomial (degree `batch_degree` in batch), else, with
+    `batch_degree` 1, one polynomial over batch >= 2 and one over batch 1."""
+    linear = ("batch",) if batch_degree == 1 else ()
+    poly = fit_poly(data, names, linear)
+    if poly is not None:
+        return Piece(poly)
+    if batch_degree != 1 or "batch" not in names:
+        return None
+    ones = [(v, t) for v, t in data if v["batch"] == 1]
+    rest = [(v, t) for v, t in data if v["batch"] != 1]
+    if not ones or len({v["batch"] for v, _ in rest}) < 2:
+        return None
+    main = fit_poly(rest, names, linear)
+    one = fit_poly(ones, [n for n in names if n != "batch"]) if main is not None else None
+    return None if one is None or main is None else Piece(main, one)
+
+
+def fit_regimes(shape: Shape, data: Data, batch_degree: int = 1) -> str | None:
+    """Template text fitting every (variables, target) pair exactly, or None. With a kv
+    variable, prefill and decode are fitted apart (and joined when one form serves both);
+    `batch_degree` 1 models batch 1 as its own regime when it is off the line of larger
+    batches, 2 allows a quadratic in batch instead (batch x batch costs, e.g. contrastive
+    logits)."""
     if shape.regime:
         pre = [(v, t) for v, t in data if v["kv_len"] == 0]
         dec = [(v, t) for v, t in data if v["kv_len"] > 0]
         names_pre = [n for n in shape.names if n != "kv_len"]
         names_dec = [n for n in shape.names if n != "seq_len"]
-        p = fit_poly(pre, names_pre) if pre else {}
+        p = fit_piece(pre, names_pre, batch_degree) if pre else Piece({})
         if p is None:
             return None
-        if p and all(_poly_at(p, v) == t for v, t in dec):  # one form serves both regimes
-            return poly_text(p)
-        d = fit_poly(dec, names_dec) if dec else {}
+        if p.poly and all(p.at(v) == t for v, t in dec):  # one form serves both regimes
+            return p.text()
+        d = fit_piece(dec, names_dec, batch_degree) if dec else Piece({})
         if d is None:
             return None
-        pt, dt = poly_text(p), poly_text(d)
+        pt, dt = p.text(), d.text()
         return pt if pt == dt else f"(${{kv_len}} > 0 ? {dt} : {pt})"
-    poly = fit_poly(data, shape.names)
-    return None if poly is None else poly_text(poly)
+    piece = fit_piece(data, shape.names, batch_degree)
+    if piece is not None:
+        return piece.text()
+    if "seq_len" not in shape.names or "kv_len" in shape.names:
+        return None
+    # no cache variable: one token (decode) apart from several (prefill)
+    single = [(v, t) for v, t in data if v["seq_len"] == 1]
+    rest = [(v, t) for v, t in data if v["seq_len"] != 1]
+    if not single or not rest:
+        return None
+    many = fit_piece(rest, shape.names, batch_degree)
+    one = fit_piece(single, [n for n in shape.names if n != "seq_len"], batch_degree) \
+        if many is not None else None
+    if many is None or one is None:
+        return None
+    return f"(${{seq_len}} == 1 ? {one.text()} : {many.text()})"
+
+
+@dataclass
+class Variant:
+    """Instances of one class that cost differently at the same shape (a decoder layer with a
+    dense MLP in layer 0 and MoE after it, alternating sliding / full attention), told apart by
+    a module attribute: `values[i]` is variant i + 1."""
+
+    attr: str
+    values: list[Any]
+
+    def code(self, call: CallRecord) -> int:
+        return self.values.index(call.attributes.get(self.attr)) + 1
+
+    def bind(self) -> str:
+        conds = [f"module.{self.attr} == {_literal(v)} ? {i + 1}" for i, v in
+                 enumerate(self.values)]
+        known = ", ".join(str(v) for v in self.values)
+        return " : ".join(conds) + (f" : 'entry derived for module.{self.attr} in ({known}); "
+                                    f"run lm-predictor analyze on this model to derive it again'")
+
+
+_NOT_VARIANT = frozenset({"training", "has_weight", "has_bias"})
+_INDEX_ATTRS = ("list_index", "layer_idx")
 
 
 # -- the derivation --------------------------------------------------------------------------------
@@ -389,12 +495,15 @@ def guard_bind(config: Mapping[str, Any], model_type: str, itemsize: int) -> str
             f"lm-predictor analyze with this dtype to derive it again' : (({body}) ? 1 : {reason})")
 
 
-_WINDOW = re.compile(r"(sliding_window|attention_window|attention_chunk_size|window_size)$")
+_LENGTH = re.compile(r"(window|cache|chunk|length|kernel|index_topk)", re.I)
+_WINDOW = re.compile(r"(sliding_window|attention_window|attention_chunk_size|window_size|"
+                     r"index_topk)$")
 
 
 def _domain_bind(shape: Shape, config: Mapping[str, Any]) -> str | None:
     """Bind text refusing shapes the samples cannot vouch for: chunked prefill, and lengths past
-    a sliding window / attention chunk of the config (piecewise beyond it)."""
+    a sliding window / attention chunk / sparse-attention indexer's top-k of the config
+    (piecewise beyond it)."""
     conds: list[str] = []
     if "kv_len" in shape.names and "seq_len" in shape.names:
         conds.append("${kv_len} > 0 and ${seq_len} > 1 ? 'derived entries model prefill and "
@@ -408,6 +517,9 @@ def _domain_bind(shape: Shape, config: Mapping[str, Any]) -> str | None:
     return " : ".join(conds) + " : 1" if conds else None
 
 
+Predicted = tuple[dict[str, Any], dict[str, Any]]  # (bound parameters, predicted metrics)
+
+
 class Deriver:
     """Derives entries for uncovered classes of one model from its samples."""
 
@@ -417,6 +529,7 @@ class Deriver:
         self.model_type = model_type
         self.config = samples[0].trace.config if samples else {}
         self._itemsize: int | None = None
+        self._predicted: dict[tuple[str, int, int], Predicted | None] = {}
 
     def traced_itemsize(self) -> int:
         """Bytes per element of the sampled model's activations (first call with a floating
@@ -426,6 +539,19 @@ class Deriver:
                                                  else []))
             self._itemsize = next((size for bind, size in found if bind is not None), 4)
         return self._itemsize
+
+    def _predict(self, key: str, sample: Sample, call: CallRecord
+                 ) -> Predicted | None:
+        """(bound parameters, predicted metrics) of `call` under entry `key`, None when it does
+        not bind or evaluate; memoised (every candidate shape nests the same children)."""
+        memo = (key, id(sample), call.call_id)
+        if memo not in self._predicted:
+            try:
+                params = self.registry.bind(key, roots_of(call, sample.trace.config))
+                self._predicted[memo] = (params, self.registry.evaluate_all(key, params))
+            except FormulaError:
+                self._predicted[memo] = None
+        return self._predicted[memo]
 
     # variables ----------------------------------------------------------------------------------
     def _truth(self, p: Point) -> dict[str, int]:
@@ -475,8 +601,13 @@ class Deriver:
         if cache:
             kv_cands.append(cache)
             for attr in ("layer_idx", "list_index"):
-                if isinstance(first.attributes.get(attr), int) and "seq_len" in names:
-                    kv_cands.append(f"{cache} - (module.{attr} > 0 and {cache} > 0 ? "
+                if not isinstance(first.attributes.get(attr), int) or "seq_len" not in names:
+                    continue
+                # layers past the first one that updates the cache (layer 0, or the first
+                # attention layer of a hybrid model) see it already grown by seq_len
+                idx = sorted({i for _, c in calls if isinstance(i := c.attributes.get(attr), int)})
+                for k in idx[:-1] or [0]:
+                    kv_cands.append(f"{cache} - (module.{attr} > {k} and {cache} > 0 ? "
                                     f"${{seq_len}} : 0)")
         if "seq_len" in names:
             kv_cands.extend(f"{t} - ${{seq_len}}" for t in feats)
@@ -519,15 +650,52 @@ class Deriver:
         if isinstance(calls, str):
             return Derivation(key, None, calls)
         shape = self.shape_of(calls)
+        variant = self._variant(key)
         reasons: list[str] = []
-        for cand in [shape, *self._generic_shapes(calls)]:
-            result = self._derive_with(key, full_class_name, cand, calls)
+        tries = [(shape, 1, variant)]
+        tries += [(shape, 2, variant)] if "batch" in shape.names else []
+        tries += [(cand, 1, None) for cand in self._generic_shapes(calls)]
+        for cand, batch_degree, var in tries:
+            result = self._derive_with(key, full_class_name, cand, calls, batch_degree, var)
             if isinstance(result, FormulaEntry):
                 return Derivation(key, result, calls=len(calls))
             reasons.append(result)
         return Derivation(key, None, reasons[0] if reasons else "no variables", len(calls))
 
-    def _child_part(self, shape: Shape, calls: list[tuple[Sample, CallRecord]]
+    def _variant(self, key: str) -> Variant | None:
+        """The module attribute that tells apart instances of `key` costing differently at the
+        same fit shape (fewest values first, a layer index last); None when all cost alike or
+        no attribute tells them apart."""
+        costs: dict[InstanceId, list[tuple[int, ...]]] = {}
+        attrs: dict[InstanceId, Mapping[str, Any]] = {}
+        for s in self.samples:
+            if s.held_out:
+                continue
+            for iid, c in instances(s.trace, key).items():
+                costs.setdefault(iid, []).append(
+                    (*c.inclusive.as_dict().values(), c.activation_bytes))
+                attrs.setdefault(iid, c.attributes)
+        group = {iid: tuple(v) for iid, v in costs.items()}
+        if len(set(group.values())) < 2:
+            return None
+        best: Variant | None = None
+        names = sorted({a for at in attrs.values() for a in at} - _NOT_VARIANT,
+                       key=lambda a: (a in _INDEX_ATTRS, a))
+        for attr in names:
+            seen: dict[Any, tuple[tuple[int, ...], ...]] = {}
+            ok = True
+            for iid, at in attrs.items():
+                v = at.get(attr)
+                if v is None or isinstance(v, float) or _literal(v) is None or \
+                        seen.setdefault(v, group[iid]) != group[iid]:
+                    ok = False
+                    break
+            if ok and len(seen) > 1 and (best is None or len(seen) < len(best.values)):
+                best = Variant(attr, sorted(seen, key=repr))
+        return best
+
+    def _child_part(self, shape: Shape, calls: list[tuple[Sample, CallRecord]],
+                    batch_degree: int = 1
                     ) -> tuple[list[tuple[str, list[str]]], dict[tuple[int, int], dict[str, int]]]:
         """Nested calls (key, argument texts) and, per (sample idx, call id), their summed
         predicted counters."""
@@ -547,12 +715,11 @@ class Deriver:
                 if child is None or child.formula_key != key:
                     ok = False
                     break
-                try:
-                    params = self.registry.bind(entry.key, roots_of(child, s.trace.config))
-                    predicted = self.registry.evaluate_all(entry.key, params)
-                except FormulaError:
+                got = self._predict(entry.key, s, child)
+                if got is None:
                     ok = False
                     break
+                params, predicted = got
                 measured = child.inclusive.as_dict()
                 if any(predicted[m] != measured[m] for m in COUNTER_METRICS):
                     ok = False  # only exact children are nested; others fold into own cost
@@ -571,7 +738,7 @@ class Deriver:
                 elif all(isinstance(v, int) and not isinstance(v, bool) for v in vals):
                     data = [(self._values(shape, s, c), v) for (s, c, _, _), v in
                             zip(per_call, vals)]
-                    text = fit_regimes(shape, data)
+                    text = fit_regimes(shape, data, batch_degree)
                     if text is None:
                         ok = False
                         break
@@ -590,11 +757,12 @@ class Deriver:
                     acc[m] += int(predicted[m])
         return nested, sums
 
-    def _derive_with(self, key: str, full_class_name: str, shape: Shape,
-                     calls: list[tuple[Sample, CallRecord]]) -> FormulaEntry | str:
-        fit_calls = [(s, c) for s, c in calls if not s.held_out]
+    def _templates(self, shape: Shape, fit_calls: list[tuple[Sample, CallRecord]],
+                   batch_degree: int) -> tuple[dict[str, str], set[str]] | str:
+        """Per metric, nested children plus fitted own cost over `fit_calls`, and the nested
+        keys; or the reason there is none."""
         try:
-            nested, sums = self._child_part(shape, fit_calls)
+            nested, sums = self._child_part(shape, fit_calls, batch_degree)
         except (FormulaError, ValueError) as exc:
             return f"children: {exc}"
         grouped: dict[str, int] = {}
@@ -611,7 +779,7 @@ class Deriver:
                 child = 0 if m == "activation_bytes" else \
                     sums.get((id(s), c.call_id), {}).get(m, 0)
                 data.append((self._values(shape, s, c), measured - child))
-            own = fit_regimes(shape, data)
+            own = fit_regimes(shape, data, batch_degree)
             if own is None:
                 return (f"{m} is not one polynomial in {', '.join(shape.names) or 'no variables'}"
                         f" over the traced shapes (piecewise or data-dependent behaviour, or "
@@ -620,8 +788,38 @@ class Deriver:
                 templates[m] = own
             else:
                 templates[m] = calls_text if own == "0" else f"{calls_text} + {own}"
+        return templates, {ck for ck, _ in nested}
+
+    def _derive_with(self, key: str, full_class_name: str, shape: Shape,
+                     calls: list[tuple[Sample, CallRecord]], batch_degree: int = 1,
+                     variant: Variant | None = None) -> FormulaEntry | str:
+        fit_calls = [(s, c) for s, c in calls if not s.held_out]
+        groups = [fit_calls] if variant is None else [
+            [(s, c) for s, c in fit_calls if variant.code(c) == i + 1]
+            for i in range(len(variant.values))]
+        per_group: list[dict[str, str]] = []
+        dep_set: set[str] = set()
+        for i, group in enumerate(groups):
+            result = self._templates(shape, group, batch_degree)
+            if isinstance(result, str):
+                where = f" (module.{variant.attr} == {variant.values[i]})" if variant else ""
+                return result + where
+            per_group.append(result[0])
+            dep_set |= result[1]
+        templates: dict[str, str] = {}
+        for m in METRICS:
+            texts = [g[m] for g in per_group]
+            if len(set(texts)) == 1:
+                templates[m] = texts[0]
+            else:
+                templates[m] = "(" + " : ".join(f"${{variant}} == {i + 1} ? {t}" for i, t in
+                                                enumerate(texts[:-1])) + f" : {texts[-1]})"
         params = [{"name": n, "type": "int", "description": f"{n} (bound from the call)",
                    "bind": b} for n, b in zip(shape.names, shape.binds)]
+        if variant is not None:
+            params.append({"name": "variant", "type": "int", "bind": variant.bind(),
+                           "description": f"which instances (module.{variant.attr}) the call "
+                                          f"belongs to"})
         domain = _domain_bind(shape, self.config)
         if domain:
             params.append({"name": "in_domain", "type": "int", "default": 1, "bind": domain,
@@ -634,7 +832,7 @@ class Deriver:
         params.append({"name": GUARD, "type": "int", "default": 1,
                        "bind": guard_bind(self.config, self.model_type, itemsize),
                        "description": "refuses configs other than the one derived for"})
-        deps = sorted({ck for ck, _ in nested})
+        deps = sorted(dep_set)
         try:
             entry = FormulaEntry.model_validate({
                 "full_class_name": full_class_name, "kind": "module",
@@ -650,9 +848,22 @@ class Deriver:
                                "notes": "exact closed form fitted over meta traces (prefill and "
                                         "one-token decode), verified at held-out shapes"}})
         except ValueError as exc:
-            return f"entry invalid: {str(exc).splitlines()[-1][:200]}"
+            lines = [ln.strip() for ln in str(exc).splitlines()
+                     if ln.strip() and "errors.pydantic.dev" not in ln]
+            return f"entry invalid: {(lines[-1] if lines else str(exc))[:300]}"
         problem = verify(entry, self.registry, calls)
-        return entry if problem is None else f"held-out check: {problem}"
+        return entry if problem is None else f"held-out check: {problem}{self._length_hint()}"
+
+    def _length_hint(self) -> str:
+        """Config lengths past the fitted ones but within the held-out ones (a breakpoint the
+        fit could not see: a conv cache, window or top-k reached only by held-out shapes)."""
+        fit = max((s.point.seq_len for s in self.samples if not s.held_out), default=0)
+        top = max((s.point.seq_len + s.point.kv_len for s in self.samples), default=0)
+        hits = [f"{k}={v}" for k, v in sorted(self.config.items())
+                if _LENGTH.search(k) and isinstance(v, int) and not isinstance(v, bool)
+                and fit < v <= top]
+        return (f" (config {', '.join(hits)} lies between the fitted and the held-out lengths:"
+                f" piecewise past it, not modelled)") if hits else ""
 
 
 def _tf_version() -> str | None:
@@ -672,9 +883,9 @@ def with_entries(registry: Registry, entries: list[FormulaEntry]) -> Registry:
 def verify(entry: FormulaEntry, registry: Registry,
            calls: list[tuple[Sample, CallRecord]]) -> str | None:
     """None when `entry` (over `registry`) equals measurement on every call; else the first
-    difference."""
+    difference (held-out calls first: a wrong entry fails there soonest)."""
     reg = with_entries(registry, [entry])
-    for s, c in calls:
+    for s, c in sorted(calls, key=lambda sc: not sc[0].held_out):
         try:
             params = reg.bind(entry.key, roots_of(c, s.trace.config))
             predicted = reg.evaluate_all(entry.key, params)

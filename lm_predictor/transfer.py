@@ -33,10 +33,12 @@ import re
 from dataclasses import dataclass, field
 
 from formula_db.ast import Call, walk
+from formula_db.errors import FormulaError
 from formula_db.naming import key_for
 from formula_db.registry import Registry
 from formula_db.schema import FormulaEntry
-from lm_predictor.derive import Sample, config_hash, guard_values, instances, verify
+from lm_predictor.derive import (Sample, config_hash, guard_values, instances, roots_of,
+                                 verify)
 
 _CALL = re.compile(r"\{([A-Za-z0-9_]+)\}")
 
@@ -237,7 +239,12 @@ class Transferrer:
             return result
         # the wide net: any other entry that already equals measurement on one call (cheap
         # screen, not reported), then on every call
+        first = roots_of(calls[0][1], calls[0][0].trace.config)
         for source in self.others(full_class_name, {e.key for e in same}):
+            try:  # rewriting keeps binds: a source that does not bind is skipped unrewritten
+                self.registry.bind(source.key, first)
+            except FormulaError:
+                continue
             try:
                 entry = self.rewrite(source, full_class_name)
             except ValueError:
