@@ -7,8 +7,8 @@ with the SDPA backward counted as the flash kernel and as the math backward. Dro
 configs have it (active in training). Fully exact, trace-free too: BERT (BertForMaskedLM with
 labels), ViT (ViTForImageClassification with class labels; ViTModel with its pooler), T5
 (T5ForConditionalGeneration with labels) and Mamba (MambaForCausalLM; one exemption of the
-builtin Linear, checked exactly: in_proj's gradient clone). Falcon is a strict xfail naming what
-is missing (formula_db/zoo/NOTES_encoders_and_ssm.md, "Training steps").
+builtin Linear, checked exactly: in_proj's gradient clone) and Falcon (FalconForCausalLM,
+multi-query, parallel attention; formula_db/zoo/NOTES_encoders_and_ssm.md, "Training steps").
 """
 from __future__ import annotations
 
@@ -287,11 +287,28 @@ def test_mamba_trace_free() -> None:
     assert_trace_free(_mamba_config(), causal_inputs, [(2, 5, "flash"), (1, 3, "flash")])
 
 
-# --- Falcon: not modelled for training (no backward templates in falcon.json) ---------------------
+# --- Falcon: FalconForCausalLM (multi-query, parallel attention, rotary; the default config) ---
+# The attention's backward runs index_put (the [-2]/[-1] list-index split of k and v out of the
+# fused qkv) and slice_backward (the rotary halves and the q split) besides SDPA's backward.
 
-@pytest.mark.xfail(strict=True, reason="Falcon: falcon.json has no backward templates nor "
-                   "training-mode activation terms (its attention backward runs index_put and "
-                   "slice_backward ops on the rotary/bool-mask path that are not modelled)")
-def test_falcon_training_step_reconciles() -> None:
-    assert_step_reconciles(_tiny("transformers:FalconConfig"), causal_inputs, [(2, 5)],
-                           kinds=("flash",))
+def _falcon_config(**overrides: Any) -> Any:
+    return _tiny("transformers:FalconConfig", **overrides)
+
+
+@pytest.mark.parametrize("overrides", [
+    {},
+    {"hidden_size": 36, "num_attention_heads": 3, "ffn_hidden_size": 20, "vocab_size": 90,
+     "num_hidden_layers": 3},
+    {"hidden_size": 32, "num_attention_heads": 2, "ffn_hidden_size": 40, "vocab_size": 96,
+     "num_hidden_layers": 1, "bias": True},
+])
+def test_falcon_training_step_reconciles(overrides: dict[str, Any]) -> None:
+    """Every call exact, forward and backward, flash and math, batch 1..3 x seq 1..5; 1..3
+    layers, with and without biases."""
+    assert_step_reconciles(_falcon_config(**overrides), causal_inputs,
+                           [(2, 5), (1, 4), (3, 2), (1, 1)])
+
+
+def test_falcon_trace_free() -> None:
+    assert_trace_free(_falcon_config(ffn_hidden_size=96), causal_inputs,
+                      [(2, 5, "flash"), (3, 4, "math")])
