@@ -56,12 +56,16 @@ def module_attributes(module: torch.nn.Module, path: str = "") -> dict[str, Any]
     of ints, `training`, and `has_<name>` for registered parameters and buffers), plus
     `list_index`: the module's position in its parent container (`model.layers.3` -> 3), None
     when its name is not a number. Decoder layers use it to know whether earlier layers have
-    already appended this step's tokens to a shared KV cache. `inference_mode` and
+    already appended this step's tokens to a shared KV cache. `block_index`: the position of the
+    nearest numbered ancestor (`encoder.block.3.layer.0` -> 3), None when there is none, so that a
+    sub-layer knows its layer (T5's shared position bias). `inference_mode` and
     `weight_requires_grad` decide which path aten's matmul takes for a non-contiguous input
     (fold into one mm, or a bmm over an expanded weight)."""
     attrs = plain_attributes(module)
     last = path.rsplit(".", 1)[-1]
     attrs.setdefault("list_index", int(last) if last.isdigit() else None)
+    ancestors = [part for part in path.split(".")[:-1] if part.isdigit()]
+    attrs.setdefault("block_index", int(ancestors[-1]) if ancestors else None)
     weight = module._parameters.get("weight") if hasattr(module, "_parameters") else None
     if weight is not None:
         attrs.setdefault("weight_requires_grad", bool(weight.requires_grad))

@@ -79,6 +79,7 @@ def test_call_tree(nested: tuple[Outer, object]) -> None:
     assert t.calls[1].outputs == TensorMeta((M, N), "float32", "cpu", 4)
     assert t.calls[1].attributes == {"training": False, "in_features": K, "out_features": N,
                                      "has_weight": True, "has_bias": True, "list_index": None,
+                                     "block_index": None,
                                          "weight_requires_grad": True, "inference_mode": False}
     # `list_index`: position in the parent container (a Sequential/ModuleList child's name)
 
