@@ -61,11 +61,26 @@ def _set_checkpointing(model: torch.nn.Module, on: bool) -> None:
             disable()
 
 
+def _refuse_autocast_on_meta(model: torch.nn.Module) -> None:
+    """`torch.autocast` does nothing to meta tensors: a meta step under autocast would silently
+    count full precision. Refused with the fix."""
+    first = next(model.parameters(), None)
+    if first is None or first.device.type != "meta":
+        return
+    active = [d for d in ("cpu", "cuda") if torch.is_autocast_enabled(d)]
+    if active:
+        raise TrainingStepError(f"torch.autocast ({active[0]}) has no effect on meta tensors, so "
+                                f"this step would be counted in full precision; build the model "
+                                f"in the compute dtype (dtype=torch.bfloat16) or trace on a "
+                                f"device where autocast applies")
+
+
 def trace_training_step(model: torch.nn.Module, inputs: Mapping[str, Any], *,
                         attention_backward: str | None = None, checkpointing: bool = False,
                         loss_fn: Callable[[Any], torch.Tensor] | None = None,
                         device_timing: bool = True) -> Trace:
     """Trace forward + loss + backward of one step; see the module docstring."""
+    _refuse_autocast_on_meta(model)
     kwargs = dict(inputs)
     if loss_fn is None and "labels" not in kwargs and "input_ids" in kwargs:
         kwargs["labels"] = kwargs["input_ids"]

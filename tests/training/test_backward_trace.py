@@ -229,3 +229,15 @@ def test_trace_training_step_with_hf_checkpointing() -> None:
     with pytest.raises(TrainingStepError, match="does not support activation checkpointing"):
         trace_training_step(build(Net, "meta"), {"ids": ids}, checkpointing=True,
                             loss_fn=lambda out: out.float().pow(2).mean())
+
+
+def test_autocast_on_meta_is_refused() -> None:
+    """torch.autocast leaves meta tensors in full precision: a meta training step under it is
+    refused with the fix instead of silently counting float32."""
+    from tracing.train import TrainingStepError, trace_training_step
+
+    model = Net().to("meta")
+    with torch.autocast("cpu", dtype=torch.bfloat16), pytest.raises(TrainingStepError,
+                                                                     match="autocast"):
+        trace_training_step(model, {"ids": torch.zeros(2, 8, dtype=torch.long, device="meta")},
+                            loss_fn=lambda out: out.sum())
