@@ -1,7 +1,9 @@
 """Cover a model with verified formulas: transfer, then derivation, for every uncovered class.
 
-`cover_model(config, registry)` traces the model on `meta` at the sample shapes of
-`lm_predictor.derive` (prefill and one-token decode, fit and held-out), then visits every class
+`cover_model(config, registry)` traces the model at the sample shapes of `lm_predictor.derive`
+(prefill and one-token decode, fit and held-out) that it can run (`lm_predictor.sampling`:
+prefill only for encoders, encoder-decoder and cache-less models, batch only for vision models;
+on meta, or on CPU for a model that reads values), then visits every class
 that has no entry, deepest first, so a parent sees its children's new entries:
 
 1. transfer (`lm_predictor.transfer`): an entry of another architecture with the same suffix,
@@ -91,6 +93,9 @@ class CoverageReport:
     after: CoverageSummary
     entries: list[FormulaEntry]
     stored_in: Path | None = None
+    sampled: str = "decoder"  # what was sampled (lm_predictor.sampling): decoder/prefill/vision
+    sample_method: str = "meta"  # how the samples were traced: meta, meta+answered-scalars, cpu
+    notes: list[str] = field(default_factory=list)  # points left out and why
 
     def count(self, source: str) -> int:
         return sum(1 for o in self.outcomes if o.source == source)
@@ -101,13 +106,20 @@ class CoverageReport:
                 "outcomes": [asdict(o) for o in self.outcomes],
                 "before": asdict(self.before), "after": asdict(self.after),
                 "entries": {e.key: e.validation.source for e in self.entries},
-                "stored_in": str(self.stored_in) if self.stored_in else None}
+                "stored_in": str(self.stored_in) if self.stored_in else None,
+                "sampled": self.sampled, "sample_method": self.sample_method,
+                "notes": list(self.notes)}
 
     def lines(self) -> list[str]:
         """A short human-readable summary."""
         out = [f"{self.model_type}: {len(self.outcomes)} uncovered classes -> "
                f"{self.count('transferred')} transferred, {self.count('derived')} derived, "
                f"{self.count('none')} still uncovered"]
+        if self.sampled != "decoder" or self.sample_method != "meta" or self.notes:
+            what = {"decoder": "prefill and decode", "prefill": "prefill only",
+                    "vision": "batch only (image size fixed)"}.get(self.sampled, self.sampled)
+            out.append(f"  sampled {what} on {self.sample_method}"
+                       + "".join(f"; {n}" for n in self.notes))
         for label, s in (("before", self.before), ("after", self.after)):
             shares = ", ".join(f"{k} {s.flops_by_source.get(k, 0):.1%}/"
                                f"{s.bytes_by_source.get(k, 0):.1%}" for k in SOURCES
@@ -218,11 +230,18 @@ def cover_model(config: Any, registry: Registry | None = None, *, store: bool = 
                 derive: bool = True, samples: list[Sample] | None = None,
                 points: tuple[Point, ...] = FIT_POINTS,
                 held_out: tuple[Point, ...] = HELD_OUT_POINTS,
-                dtype: Any = None) -> CoverageReport:
+                dtype: Any = None, method: str = "meta", model: Any = None,
+                architecture: str | None = None) -> CoverageReport:
     """Transfer, then derive, an entry for every uncovered class of the model built from
-    `config`; store the accepted ones in the user database (unless `store=False`)."""
+    `config`; store the accepted ones in the user database (unless `store=False`).
+
+    The samples are traced as `lm_predictor.sampling.sample_points` says: `model` (or
+    `architecture`) is the class to sample (default: `build_model`'s choice for `config`),
+    `method` how the model traced (`lm_predictor.fallback`; `cpu` / `cpu-truncated` sample on
+    CPU the config given, which under `cpu-truncated` must be the truncated one)."""
     registry = registry or Registry.default(user_path)
-    samples = samples or sample_traces(config, points, held_out,
+    samples = samples or sample_traces(config, points, held_out, model=model,
+                                       method=method, architecture=architecture,
                                        **({"dtype": dtype} if dtype is not None else {}))
     before = _summary_over(samples, registry)
     trace0 = samples[0].trace
@@ -264,4 +283,7 @@ def cover_model(config: Any, registry: Registry | None = None, *, store: bool = 
         stored = user_db_path(user_path)
         save_entries(stored, accepted)
     return CoverageReport(model_type, config_hash(guard_values(trace0.config)), outcomes,
-                          before, after, accepted, stored)
+                          before, after, accepted, stored,
+                          sampled=str(getattr(samples, "kind", "decoder")),
+                          sample_method=str(getattr(samples, "method", "meta")),
+                          notes=list(getattr(samples, "notes", [])))

@@ -77,6 +77,7 @@ class FallbackTrace:
     method: str  # the device ("meta", "cpu", "cuda"), "meta+answered-scalars", "cpu-truncated"
     notes: list[str] = field(default_factory=list)  # answered scalars, why a method was skipped
     truncated_layers: int | None = None  # depth of the traced config under "cpu-truncated"
+    config: PretrainedConfig | None = None  # cpu-truncated: the cut config traced
 
 
 class MetaScalarAnswers(TorchDispatchMode):
@@ -174,7 +175,7 @@ def truncated_config(config: PretrainedConfig, layers: int) -> PretrainedConfig:
     return out
 
 
-def _weights_fit(dtype: torch.dtype, meta_model: torch.nn.Module, limit: int | None,
+def weights_fit(dtype: torch.dtype, meta_model: torch.nn.Module, limit: int | None,
                  headroom: float = 0.5) -> bool:
     """Whether the weights fit in half the free CPU memory (and under `limit` bytes if given)."""
     from lm_predictor.models import available_bytes, count_parameters
@@ -237,7 +238,7 @@ def trace_with_fallback(config: PretrainedConfig, model: torch.nn.Module,
         raise ModelError(f"{config.model_type} reads tensor values during its forward pass and "
                          f"cannot be traced on meta ({'; '.join(notes)}); run with --device cpu")
     dtype = _param_dtype(model)
-    if _weights_fit(dtype, model, cpu_max_weight_bytes):
+    if weights_fit(dtype, model, cpu_max_weight_bytes):
         t = trace_on_cpu(config, make_inputs, dtype=dtype, architecture=architecture)
         return FallbackTrace(t, "cpu", notes)
     depth = layer_count(config)
@@ -245,7 +246,8 @@ def trace_with_fallback(config: PretrainedConfig, model: torch.nn.Module,
     notes.append(f"weights do not fit in CPU memory: traced {truncate_layers} of {depth} layers")
     t = trace_on_cpu(small, make_inputs, dtype=dtype, architecture=architecture)
     return FallbackTrace(t, "cpu-truncated", notes, truncated_layers=min(truncate_layers,
-                                                                          depth or truncate_layers))
+                                                                          depth or truncate_layers),
+                         config=small)
 
 
 def _first_line(exc: BaseException) -> str:
