@@ -59,6 +59,7 @@ LAYER_KEYS = ("num_hidden_layers", "n_layer", "num_layers", "num_decoder_layers"
 META_VALUE_ERRORS = ("cannot be called on meta tensors", "copy out of meta tensor",
                      "Cannot copy out of meta", "meta tensors", "UnansweredScalar",
                      "data-dependent", "on device meta is not on the expected device")
+TRUNCATE_LAYERS = 2  # depth of the config traced under "cpu-truncated"
 SCALAR_ANSWERS: dict[str, bool] = {"aten.all": True, "aten.any": False}
 # ops that read a tensor's value as a Python scalar (item and is_nonzero reach a dispatch mode
 # whole when no other mode decomposed them first)
@@ -206,7 +207,7 @@ def trace_on_cpu(config: PretrainedConfig, make_inputs: InputFactory, *,
 
 def trace_with_fallback(config: PretrainedConfig, model: torch.nn.Module,
                         make_inputs: InputFactory, device: str | None = None, *,
-                        architecture: str | None = None, truncate_layers: int = 2,
+                        architecture: str | None = None, truncate_layers: int = TRUNCATE_LAYERS,
                         allow_cpu: bool = True,
                         cpu_max_weight_bytes: int | None = None) -> FallbackTrace:
     """Trace `model(**make_inputs(model, device))`, falling back as the module docstring says.

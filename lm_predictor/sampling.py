@@ -7,8 +7,8 @@ runs every shape, so the grid is cut to what the model can run (`plan_points`):
 - `decoder` (generates with a KV cache): prefill and decode points. When a decode point does
   not run (a model with a cache of its own, a recurrent state our cache builder does not fill)
   the decode points are dropped and the reason noted: such a model is covered for prefill.
-- `prefill` (encoders, encoder-decoder models, causal models without a KV cache): prefill
-  points only (`kv_len == 0`).
+- `prefill` (encoders, encoder-decoder models and the decoder classes of their configs, causal
+  models without a KV cache): prefill points only (`kv_len == 0`).
 - `vision` (the forward takes `pixel_values`, not `input_ids`): the image size is fixed by the
   config, so only the batch varies: one point per distinct batch (`seq_len` 0, never a shape).
 
@@ -50,13 +50,17 @@ class Samples(list):
         self.kind, self.method, self.notes = kind, method, list(notes or [])
 
 
-def sample_kind(model: torch.nn.Module) -> SampleKind:
-    """`vision`, `decoder` or `prefill` for a built model (see the module docstring)."""
+def sample_kind(model: torch.nn.Module, config: Any = None) -> SampleKind:
+    """`vision`, `decoder` or `prefill` for a built model (see the module docstring); `config`,
+    the config the inputs are built from, makes an encoder-decoder config prefill-only even
+    for its decoder-only class (BartForCausalLM), as `build_inputs` does."""
     from lm_predictor.models.cache import forward_params, supports_cache
 
     params = forward_params(model)
     if "pixel_values" in params and "input_ids" not in params:
         return "vision"
+    if getattr(config, "is_encoder_decoder", False):
+        return "prefill"
     return "decoder" if supports_cache(model) else "prefill"
 
 
@@ -163,7 +167,7 @@ def sample_points(config: Any, points: Iterable[Point] | None = None,
         architecture = type(model).__name__
     if model is None or not _on_meta(model):
         model = build_model(config, device="meta", dtype=dtype, architecture=architecture)
-    kind = sample_kind(model)
+    kind = sample_kind(model, config)
     fit, held = plan_points(kind, points, held_out)
     out = Samples(kind=kind, method="meta")
     answered: set[str] = set()
