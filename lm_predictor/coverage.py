@@ -25,6 +25,7 @@ Example:
 """
 from __future__ import annotations
 
+import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -231,14 +232,18 @@ def cover_model(config: Any, registry: Registry | None = None, *, store: bool = 
                 points: tuple[Point, ...] = FIT_POINTS,
                 held_out: tuple[Point, ...] = HELD_OUT_POINTS,
                 dtype: Any = None, method: str = "meta", model: Any = None,
-                architecture: str | None = None) -> CoverageReport:
+                architecture: str | None = None,
+                time_budget_s: float | None = None) -> CoverageReport:
     """Transfer, then derive, an entry for every uncovered class of the model built from
     `config`; store the accepted ones in the user database (unless `store=False`).
 
     The samples are traced as `lm_predictor.sampling.sample_points` says: `model` (or
     `architecture`) is the class to sample (default: `build_model`'s choice for `config`),
     `method` how the model traced (`lm_predictor.fallback`; `cpu` / `cpu-truncated` sample on
-    CPU the config given, which under `cpu-truncated` must be the truncated one)."""
+    CPU the config given, which under `cpu-truncated` must be the truncated one).
+    `time_budget_s`: classes reached after this many seconds (sampling included) are not tried
+    (their outcome says so), for callers with a deadline (the sweep)."""
+    started = time.monotonic()
     registry = registry or Registry.default(user_path)
     samples = samples or sample_traces(config, points, held_out, model=model,
                                        method=method, architecture=architecture,
@@ -255,6 +260,10 @@ def cover_model(config: Any, registry: Registry | None = None, *, store: bool = 
     for key, name in uncovered_classes(probe, registry):
         outcome = ClassOutcome(key, name, "none")
         entry: FormulaEntry | None = None
+        if time_budget_s is not None and time.monotonic() - started > time_budget_s:
+            outcome.reason = f"not tried: covering ran past its time budget ({time_budget_s:g} s)"
+            outcomes.append(outcome)
+            continue
         if transfer:
             result = Transferrer(samples, work, traced, preferred).transfer(key, name)
             outcome.tried = result.tried

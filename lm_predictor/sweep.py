@@ -302,10 +302,12 @@ class _StageError(Exception):
 
 
 CPU_FALLBACK_MAX_WEIGHT_BYTES = 1 << 30  # the sweep never builds more than 1 GiB on CPU
+COVER_SHARE_OF_TIMEOUT = 0.75  # covering stops trying classes past this share of --timeout
 
 
 def run_type(spec: SweepType, shape: tuple[int, int] = DEFAULT_SHAPE,
-             registry: Any = None, allow_cpu: bool = True, cover: bool = False) -> TypeResult:
+             registry: Any = None, allow_cpu: bool = True, cover: bool = False,
+             cover_budget_s: float | None = None) -> TypeResult:
     """Build, trace and reconcile one type; every failure is recorded, never raised.
 
     Config attempts (`CONFIG_ATTEMPTS`) run in turn until one traces; `config_method` names the
@@ -316,7 +318,9 @@ def run_type(spec: SweepType, shape: tuple[int, int] = DEFAULT_SHAPE,
     memory) and reconciled again; `coverage_by_source` then shows transferred and derived.
     Covering samples what the type can run (`lm_predictor.sampling`: prefill only for encoders,
     seq2seq and cache-less models, batch only for vision) with the method that traced it
-    (answered scalars on meta, or CPU for the config traced there)."""
+    (answered scalars on meta, or CPU for the config traced there); classes reached after
+    `cover_budget_s` seconds of the type's run are not tried (so that a slow cover leaves the
+    builtin result instead of a timeout)."""
     from formula_db.registry import Registry
     from lm_predictor.reconcile import reconcile
 
@@ -352,8 +356,10 @@ def run_type(spec: SweepType, shape: tuple[int, int] = DEFAULT_SHAPE,
             from lm_predictor.derive import with_entries
 
             try:  # sampled as traced: the same class, on meta or CPU, the config traced
+                budget = None if cover_budget_s is None else max(
+                    0.0, cover_budget_s - (time.perf_counter() - start))
                 report = cover_model(traced.config or config, registry, store=False,
-                                     model=model, method=traced.method)
+                                     model=model, method=traced.method, time_budget_s=budget)
             except Exception as exc:  # noqa: BLE001 - the builtin-only result still stands
                 result.method_notes.append(f"cover failed: {_error_line(exc)}")
             else:
@@ -401,7 +407,7 @@ def _runner(spec: SweepType) -> Any:
 
 
 def _worker(slot_id: int, tasks: Any, results: Any, shape: tuple[int, int],
-            threads: int, cover: bool = False) -> None:
+            threads: int, cover: bool = False, cover_budget_s: float | None = None) -> None:
     """Worker loop: import everything, say ("ready", slot_id), then for each (index, spec) put
     ("result", index, TypeResult); None stops it."""
     import warnings
@@ -425,8 +431,8 @@ def _worker(slot_id: int, tasks: Any, results: Any, shape: tuple[int, int],
             return
         index, spec = task
         fn = _runner(spec)
-        result = (fn(spec, shape, registry, cover=cover) if fn is run_type
-                  else fn(spec, shape))
+        result = (fn(spec, shape, registry, cover=cover, cover_budget_s=cover_budget_s)
+                  if fn is run_type else fn(spec, shape))
         results.put(("result", index, result))
 
 
@@ -475,7 +481,7 @@ def run_sweep(types: list[SweepType], *, workers: int = 2, timeout_s: float = 12
         slot_id, tasks = next(ids), ctx.Queue()
         process = ctx.Process(target=_worker, daemon=True,
                               args=(slot_id, tasks, results_q, shape, threads_per_worker,
-                                    cover))
+                                    cover, COVER_SHARE_OF_TIMEOUT * timeout_s))
         process.start()
         return _Slot(slot_id, process, tasks, spawned=time.perf_counter())
 
