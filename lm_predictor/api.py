@@ -158,15 +158,15 @@ def analyze(model_id: Any, *, inputs: dict[str, Any] | None = None, args: tuple 
 
         say("covering classes without a formula (transfer, then derivation)")
         try:
-            from lm_predictor.run import torch_dtype
-
-            report = cover_model(out.config, registry, user_path=formulas,
-                                 dtype=torch_dtype(out.spec.dtype))
+            report = cover_model(_cover_config(out), registry, user_path=formulas,
+                                 **_cover_sampling(out))
         except Exception as exc:  # noqa: BLE001 - sampling traces on meta can fail for any model
             notes.append(f"formulas not derived: {' '.join(str(exc).split())[:200]}")
         else:
             registry = Registry.default(formulas)
             out = rereconcile(out, registry)
+            if report.notes:
+                notes.append(f"covered from {report.sampled} samples: {'; '.join(report.notes)}")
     if fill_gaps and out.recon is not None and out.recon.uncovered_classes:
         from lm_predictor.agent import fill_gaps as run_fill_gaps
 
@@ -202,6 +202,33 @@ def analyze(model_id: Any, *, inputs: dict[str, Any] | None = None, args: tuple 
     return AnalysisResult(run_id, out.meta, out.trace, out.recon, out.formulas, "; ".join(notes),
                           cross, estimates, kernel_estimates, step_estimate, report,
                           count_parameters(out.model), stored_in, out.method)
+
+
+def _cover_config(out: Any) -> Any:
+    """The config covering samples: the one traced (cut to the traced depth under
+    `cpu-truncated`, so derived entries hold for the trace they are reconciled with)."""
+    if out.method == "cpu-truncated":
+        from lm_predictor.fallback import TRUNCATE_LAYERS, truncated_config
+
+        return truncated_config(out.config, TRUNCATE_LAYERS)
+    return out.config
+
+
+def _cover_sampling(out: Any) -> dict[str, Any]:
+    """How `cover_model` samples the run's model (`lm_predictor.sampling`): in its dtype, the
+    class built (a meta model is reused), on CPU where a meta run needed CPU (a run on a real
+    device samples on meta, which falls back to CPU by itself when it must)."""
+    import transformers
+
+    from lm_predictor.run import torch_dtype
+
+    cls = type(out.model)
+    known = getattr(transformers, cls.__name__, None) is cls
+    on_meta = next((p.is_meta for p in out.model.parameters()), False)
+    method = out.method if out.spec.device == "meta" and out.method else "meta"
+    return {"dtype": torch_dtype(out.spec.dtype), "method": method,
+            "model": out.model if known and on_meta and out.method != "cpu-truncated" else None,
+            "architecture": cls.__name__ if known else None}
 
 
 def connect(db: str | os.PathLike[str] | None = None) -> Any:

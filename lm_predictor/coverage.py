@@ -1,7 +1,9 @@
 """Cover a model with verified formulas: transfer, then derivation, for every uncovered class.
 
-`cover_model(config, registry)` traces the model on `meta` at the sample shapes of
-`lm_predictor.derive` (prefill and one-token decode, fit and held-out), then visits every class
+`cover_model(config, registry)` traces the model at the sample shapes of `lm_predictor.derive`
+(prefill and one-token decode, fit and held-out) that it can run (`lm_predictor.sampling`:
+prefill only for encoders, encoder-decoder and cache-less models, batch only for vision models;
+on meta, or on CPU for a model that reads values), then visits every class
 that has no entry, deepest first, so a parent sees its children's new entries:
 
 1. transfer (`lm_predictor.transfer`): an entry of another architecture with the same suffix,
@@ -23,6 +25,7 @@ Example:
 """
 from __future__ import annotations
 
+import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -92,6 +95,9 @@ class CoverageReport:
     entries: list[FormulaEntry]
     stored_in: Path | None = None
     backward: Any = None  # lm_predictor.derive_backward.BackwardReport when asked for
+    sampled: str = "decoder"  # what was sampled (lm_predictor.sampling): decoder/prefill/vision
+    sample_method: str = "meta"  # how the samples were traced: meta, meta+answered-scalars, cpu
+    notes: list[str] = field(default_factory=list)  # points left out and why
 
     def count(self, source: str) -> int:
         return sum(1 for o in self.outcomes if o.source == source)
@@ -102,13 +108,20 @@ class CoverageReport:
                 "outcomes": [asdict(o) for o in self.outcomes],
                 "before": asdict(self.before), "after": asdict(self.after),
                 "entries": {e.key: e.validation.source for e in self.entries},
-                "stored_in": str(self.stored_in) if self.stored_in else None}
+                "stored_in": str(self.stored_in) if self.stored_in else None,
+                "sampled": self.sampled, "sample_method": self.sample_method,
+                "notes": list(self.notes)}
 
     def lines(self) -> list[str]:
         """A short human-readable summary."""
         out = [f"{self.model_type}: {len(self.outcomes)} uncovered classes -> "
                f"{self.count('transferred')} transferred, {self.count('derived')} derived, "
                f"{self.count('none')} still uncovered"]
+        if self.sampled != "decoder" or self.sample_method != "meta" or self.notes:
+            what = {"decoder": "prefill and decode", "prefill": "prefill only",
+                    "vision": "batch only (image size fixed)"}.get(self.sampled, self.sampled)
+            out.append(f"  sampled {what} on {self.sample_method}"
+                       + "".join(f"; {n}" for n in self.notes))
         for label, s in (("before", self.before), ("after", self.after)):
             shares = ", ".join(f"{k} {s.flops_by_source.get(k, 0):.1%}/"
                                f"{s.bytes_by_source.get(k, 0):.1%}" for k in SOURCES
@@ -219,13 +232,24 @@ def cover_model(config: Any, registry: Registry | None = None, *, store: bool = 
                 derive: bool = True, samples: list[Sample] | None = None,
                 points: tuple[Point, ...] = FIT_POINTS,
                 held_out: tuple[Point, ...] = HELD_OUT_POINTS,
-                dtype: Any = None, backward: bool = True) -> CoverageReport:
+                dtype: Any = None, backward: bool = True, method: str = "meta",
+                model: Any = None, architecture: str | None = None,
+                time_budget_s: float | None = None) -> CoverageReport:
     """Transfer, then derive, an entry for every uncovered class of the model built from
     `config`; with `backward`, give every transferred or derived entry a verified backward
     (`lm_predictor.derive_backward`); store the accepted ones in the user database (unless
-    `store=False`)."""
+    `store=False`).
+
+    The samples are traced as `lm_predictor.sampling.sample_points` says: `model` (or
+    `architecture`) is the class to sample (default: `build_model`'s choice for `config`),
+    `method` how the model traced (`lm_predictor.fallback`; `cpu` / `cpu-truncated` sample on
+    CPU the config given, which under `cpu-truncated` must be the truncated one).
+    `time_budget_s`: classes reached after this many seconds (sampling included) are not tried
+    (their outcome says so), for callers with a deadline (the sweep)."""
+    started = time.monotonic()
     registry = registry or Registry.default(user_path)
-    samples = samples or sample_traces(config, points, held_out,
+    samples = samples or sample_traces(config, points, held_out, model=model,
+                                       method=method, architecture=architecture,
                                        **({"dtype": dtype} if dtype is not None else {}))
     before = _summary_over(samples, registry)
     trace0 = samples[0].trace
@@ -237,6 +261,7 @@ def cover_model(config: Any, registry: Registry | None = None, *, store: bool = 
     model_type = str(getattr(config, "model_type", "") or "")
     probe = [trace0] + [s.trace for s in samples if s.point.kv_len > 0][:1]
     bw = None
+    backward_notes: list[str] = []
     if backward:
         from lm_predictor.derive_backward import BackwardCoverer
         bw = BackwardCoverer(config, samples, model_type=model_type,
@@ -244,6 +269,10 @@ def cover_model(config: Any, registry: Registry | None = None, *, store: bool = 
     for key, name in uncovered_classes(probe, registry):
         outcome = ClassOutcome(key, name, "none")
         entry: FormulaEntry | None = None
+        if time_budget_s is not None and time.monotonic() - started > time_budget_s:
+            outcome.reason = f"not tried: covering ran past its time budget ({time_budget_s:g} s)"
+            outcomes.append(outcome)
+            continue
         if transfer:
             result = Transferrer(samples, work, traced, preferred).transfer(key, name)
             outcome.tried = result.tried
@@ -263,15 +292,28 @@ def cover_model(config: Any, registry: Registry | None = None, *, store: bool = 
             outcome.reason = "; ".join(f"{k}: {r}" for k, r in outcome.tried[:3]) or \
                 "no candidate"
         if entry is not None and bw is not None:  # a verified backward (derive_backward)
-            entry = bw.add(key, name, entry, work)
-            outcome.source = entry.validation.source
-            outcome.transferred_from = entry.validation.transferred_from
+            try:
+                entry = bw.add(key, name, entry, work)
+            except Exception as exc:  # noqa: BLE001 - the model cannot train here: forward only
+                backward_notes.append(f"backward not covered: a training step of this model "
+                                      f"cannot be traced ({type(exc).__name__}: "
+                                      f"{str(exc).splitlines()[0][:160] if str(exc) else ''})")
+                bw = None
+            else:
+                outcome.source = entry.validation.source
+                outcome.transferred_from = entry.validation.transferred_from
         if entry is not None:
             accepted.append(entry)
             work = with_entries(work, [entry])
         outcomes.append(outcome)
     if bw is not None:
-        work = bw.finish(work)
+        try:
+            work = bw.finish(work)
+        except Exception as exc:  # noqa: BLE001 - forward entries stand
+            backward_notes.append(f"backward not covered: {type(exc).__name__}: "
+                                  f"{str(exc).splitlines()[0][:160] if str(exc) else ''}")
+            bw = None
+    if bw is not None:
         changed = dict(bw.report.entries)
         accepted = [changed.pop(e.key, e) for e in accepted] + list(changed.values())
         work = with_entries(registry, accepted)
@@ -281,4 +323,7 @@ def cover_model(config: Any, registry: Registry | None = None, *, store: bool = 
         stored = user_db_path(user_path)
         save_entries(stored, accepted)
     return CoverageReport(model_type, config_hash(guard_values(trace0.config)), outcomes,
-                          before, after, accepted, stored, bw.report if bw else None)
+                          before, after, accepted, stored, bw.report if bw else None,
+                          sampled=str(getattr(samples, "kind", "decoder")),
+                          sample_method=str(getattr(samples, "method", "meta")),
+                          notes=list(getattr(samples, "notes", [])) + backward_notes)

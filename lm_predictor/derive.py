@@ -94,20 +94,20 @@ class Sample:
 def sample_traces(config: Any, points: Iterable[Point] = FIT_POINTS,
                   held_out: Iterable[Point] = HELD_OUT_POINTS,
                   model: torch.nn.Module | None = None,
-                  dtype: torch.dtype = torch.float32) -> list[Sample]:
-    """Trace `config` on meta at every fit and held-out point (one model, built once, in
-    `dtype`: entries are verified in the dtype they will be used in)."""
-    from lm_predictor.models import build_model
-    from lm_predictor.testing import trace_config
+                  dtype: torch.dtype = torch.float32, *, method: str = "meta",
+                  architecture: str | None = None) -> list[Sample]:
+    """Trace `config` on meta at every fit and held-out point the model can run (one model,
+    built once, in `dtype`: entries are verified in the dtype they will be used in).
 
-    model = model or build_model(config, device="meta", dtype=dtype)
-    out: list[Sample] = []
-    for held, pts in ((False, points), (True, held_out)):
-        for p in pts:
-            t = trace_config(config, p.batch, p.seq_len, p.phase, p.kv_len, dtype=dtype,
-                             model=model)
-            out.append(Sample(p, t, held))
-    return out
+    The points are cut to what the model runs (`lm_predictor.sampling`): prefill only for
+    encoders, encoder-decoder and cache-less models, one point per batch for vision models,
+    no decode points when decode does not run. `method` is how the model traces
+    (`lm_predictor.fallback`: `cpu` / `cpu-truncated` sample on CPU); the result is a
+    `sampling.Samples` list that also says what was sampled (`kind`, `method`, `notes`)."""
+    from lm_predictor.sampling import sample_points
+
+    return sample_points(config, points, held_out, model=model, dtype=dtype, method=method,
+                         architecture=architecture)
 
 
 # -- call instances across samples --------------------------------------------------------------

@@ -59,6 +59,7 @@ LAYER_KEYS = ("num_hidden_layers", "n_layer", "num_layers", "num_decoder_layers"
 META_VALUE_ERRORS = ("cannot be called on meta tensors", "copy out of meta tensor",
                      "Cannot copy out of meta", "meta tensors", "UnansweredScalar",
                      "data-dependent", "on device meta is not on the expected device")
+TRUNCATE_LAYERS = 2  # depth of the config traced under "cpu-truncated"
 SCALAR_ANSWERS: dict[str, bool] = {"aten.all": True, "aten.any": False}
 # ops that read a tensor's value as a Python scalar (item and is_nonzero reach a dispatch mode
 # whole when no other mode decomposed them first)
@@ -77,6 +78,7 @@ class FallbackTrace:
     method: str  # the device ("meta", "cpu", "cuda"), "meta+answered-scalars", "cpu-truncated"
     notes: list[str] = field(default_factory=list)  # answered scalars, why a method was skipped
     truncated_layers: int | None = None  # depth of the traced config under "cpu-truncated"
+    config: PretrainedConfig | None = None  # cpu-truncated: the cut config traced
 
 
 class MetaScalarAnswers(TorchDispatchMode):
@@ -174,7 +176,7 @@ def truncated_config(config: PretrainedConfig, layers: int) -> PretrainedConfig:
     return out
 
 
-def _weights_fit(dtype: torch.dtype, meta_model: torch.nn.Module, limit: int | None,
+def weights_fit(dtype: torch.dtype, meta_model: torch.nn.Module, limit: int | None,
                  headroom: float = 0.5) -> bool:
     """Whether the weights fit in half the free CPU memory (and under `limit` bytes if given)."""
     from lm_predictor.models import available_bytes, count_parameters
@@ -205,7 +207,7 @@ def trace_on_cpu(config: PretrainedConfig, make_inputs: InputFactory, *,
 
 def trace_with_fallback(config: PretrainedConfig, model: torch.nn.Module,
                         make_inputs: InputFactory, device: str | None = None, *,
-                        architecture: str | None = None, truncate_layers: int = 2,
+                        architecture: str | None = None, truncate_layers: int = TRUNCATE_LAYERS,
                         allow_cpu: bool = True,
                         cpu_max_weight_bytes: int | None = None) -> FallbackTrace:
     """Trace `model(**make_inputs(model, device))`, falling back as the module docstring says.
@@ -237,7 +239,7 @@ def trace_with_fallback(config: PretrainedConfig, model: torch.nn.Module,
         raise ModelError(f"{config.model_type} reads tensor values during its forward pass and "
                          f"cannot be traced on meta ({'; '.join(notes)}); run with --device cpu")
     dtype = _param_dtype(model)
-    if _weights_fit(dtype, model, cpu_max_weight_bytes):
+    if weights_fit(dtype, model, cpu_max_weight_bytes):
         t = trace_on_cpu(config, make_inputs, dtype=dtype, architecture=architecture)
         return FallbackTrace(t, "cpu", notes)
     depth = layer_count(config)
@@ -245,7 +247,8 @@ def trace_with_fallback(config: PretrainedConfig, model: torch.nn.Module,
     notes.append(f"weights do not fit in CPU memory: traced {truncate_layers} of {depth} layers")
     t = trace_on_cpu(small, make_inputs, dtype=dtype, architecture=architecture)
     return FallbackTrace(t, "cpu-truncated", notes, truncated_layers=min(truncate_layers,
-                                                                          depth or truncate_layers))
+                                                                          depth or truncate_layers),
+                         config=small)
 
 
 def _first_line(exc: BaseException) -> str:

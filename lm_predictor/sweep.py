@@ -210,20 +210,15 @@ STAGES = ("config", "build", "trace", "reconcile", "done")
 
 
 def make_input_factory(spec: SweepType, config: Any, batch: int, seq_len: int) -> Any:
-    """`make_inputs(model, device)` for the type's kind (see `lm_predictor.fallback`)."""
-    import torch
-
+    """`make_inputs(model, device)` for the type's kind (see `lm_predictor.fallback`); vision
+    inputs are those covering samples (`lm_predictor.sampling.pixel_inputs`)."""
     from lm_predictor.models.inputs import build_inputs
 
     def make(model: Any, device: str) -> dict[str, Any]:
         if spec.kind == "vision":
-            channels = int(getattr(config, "num_channels", 3) or 3)
-            size = getattr(config, "image_size", VISION_IMAGE)
-            size = size if isinstance(size, int) else VISION_IMAGE
-            shape = (batch, channels, size, size)
-            pixels = (torch.empty(shape, device="meta") if device == "meta" else
-                      torch.randn(shape, generator=torch.Generator().manual_seed(0)).to(device))
-            return {"pixel_values": pixels.to(next(model.parameters()).dtype)}
+            from lm_predictor.sampling import pixel_inputs
+
+            return pixel_inputs(model, config, batch, device, VISION_IMAGE)
         return build_inputs(model, config, batch_size=batch, seq_len=seq_len, device=device,
                             attention_mask=False)
     return make
@@ -307,18 +302,25 @@ class _StageError(Exception):
 
 
 CPU_FALLBACK_MAX_WEIGHT_BYTES = 1 << 30  # the sweep never builds more than 1 GiB on CPU
+COVER_SHARE_OF_TIMEOUT = 0.75  # covering stops trying classes past this share of --timeout
 
 
 def run_type(spec: SweepType, shape: tuple[int, int] = DEFAULT_SHAPE,
-             registry: Any = None, allow_cpu: bool = True, cover: bool = False) -> TypeResult:
+             registry: Any = None, allow_cpu: bool = True, cover: bool = False,
+             cover_budget_s: float | None = None) -> TypeResult:
     """Build, trace and reconcile one type; every failure is recorded, never raised.
 
     Config attempts (`CONFIG_ATTEMPTS`) run in turn until one traces; `config_method` names the
     one used, `attempt_errors` what the earlier ones hit. When all fail, the error reported is
     that of the attempt that got furthest (the earliest among equals). With `cover`, a type
-    traced on plain meta that is not fully covered by the builtin formulas is covered as
+    that is not fully covered by the builtin formulas is covered as
     `analyze` does (`lm_predictor.coverage.cover_model`, transfer then derivation, kept in
-    memory) and reconciled again; `coverage_by_source` then shows transferred and derived."""
+    memory) and reconciled again; `coverage_by_source` then shows transferred and derived.
+    Covering samples what the type can run (`lm_predictor.sampling`: prefill only for encoders,
+    seq2seq and cache-less models, batch only for vision) with the method that traced it
+    (answered scalars on meta, or CPU for the config traced there); classes reached after
+    `cover_budget_s` seconds of the type's run are not tried (so that a slow cover leaves the
+    builtin result instead of a timeout)."""
     from formula_db.registry import Registry
     from lm_predictor.reconcile import reconcile
 
@@ -349,17 +351,24 @@ def run_type(spec: SweepType, shape: tuple[int, int] = DEFAULT_SHAPE,
         t = traced.trace
         registry = registry or Registry.default(include_user=False)
         recon = reconcile(t, registry, 0.0)
-        if cover and traced.method == "meta" and (recon.uncovered_classes or any(
-                r.error for r in recon.calls)):
+        if cover and (recon.uncovered_classes or any(r.error for r in recon.calls)):
             from lm_predictor.coverage import cover_model
             from lm_predictor.derive import with_entries
 
-            try:
-                report = cover_model(config, registry, store=False, backward=False)
+            try:  # sampled as traced: the same class, on meta or CPU, the config traced
+                budget = None if cover_budget_s is None else max(
+                    0.0, cover_budget_s - (time.perf_counter() - start))
+                report = cover_model(traced.config or config, registry, store=False,
+                                     model=model, method=traced.method, time_budget_s=budget,
+                                     backward=False)
             except Exception as exc:  # noqa: BLE001 - the builtin-only result still stands
                 result.method_notes.append(f"cover failed: {_error_line(exc)}")
             else:
                 registry = with_entries(registry, list(report.entries))
+                if report.sampled != "decoder" or report.notes:
+                    result.method_notes.append(
+                        f"covered from {report.sampled} samples on {report.sample_method}"
+                        + "".join(f"; {n}" for n in report.notes))
                 result.method_notes += [
                     f"not covered: {o.class_name.rsplit('.', 1)[-1]}: {o.reason[:300]}"
                     for o in report.outcomes if o.source == "none"]
@@ -399,7 +408,7 @@ def _runner(spec: SweepType) -> Any:
 
 
 def _worker(slot_id: int, tasks: Any, results: Any, shape: tuple[int, int],
-            threads: int, cover: bool = False) -> None:
+            threads: int, cover: bool = False, cover_budget_s: float | None = None) -> None:
     """Worker loop: import everything, say ("ready", slot_id), then for each (index, spec) put
     ("result", index, TypeResult); None stops it."""
     import warnings
@@ -423,8 +432,8 @@ def _worker(slot_id: int, tasks: Any, results: Any, shape: tuple[int, int],
             return
         index, spec = task
         fn = _runner(spec)
-        result = (fn(spec, shape, registry, cover=cover) if fn is run_type
-                  else fn(spec, shape))
+        result = (fn(spec, shape, registry, cover=cover, cover_budget_s=cover_budget_s)
+                  if fn is run_type else fn(spec, shape))
         results.put(("result", index, result))
 
 
@@ -473,7 +482,7 @@ def run_sweep(types: list[SweepType], *, workers: int = 2, timeout_s: float = 12
         slot_id, tasks = next(ids), ctx.Queue()
         process = ctx.Process(target=_worker, daemon=True,
                               args=(slot_id, tasks, results_q, shape, threads_per_worker,
-                                    cover))
+                                    cover, COVER_SHARE_OF_TIMEOUT * timeout_s))
         process.start()
         return _Slot(slot_id, process, tasks, spawned=time.perf_counter())
 
