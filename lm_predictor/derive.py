@@ -55,40 +55,13 @@ from formula_db.meta import TensorMeta, ValueSummary
 from formula_db.parser import parse
 from formula_db.registry import Layer, Registry
 from formula_db.schema import METRICS, FormulaDatabase, FormulaEntry
+from lm_predictor.sampling import (FIT_POINTS, HELD_OUT_POINTS, Point, Sample, min_prompt,
+                                   sample_points)
 from tracing.records import CallRecord, Trace
 
 COUNTER_METRICS = ("flops", "vector_flops", "bytes_read", "bytes_written")
 GUARD = "holds_for_config"
 MAX_FEATURES = 40
-
-
-@dataclass(frozen=True)
-class Point:
-    """One traced shape: prefill when kv_len == 0 (seq_len new tokens), else one-token decode."""
-
-    batch: int
-    seq_len: int
-    kv_len: int = 0
-
-    @property
-    def phase(self) -> str:
-        return "decode" if self.kv_len else "prefill"
-
-
-FIT_POINTS: tuple[Point, ...] = tuple(
-    [Point(b, s) for b, s in product((1, 2, 3), (2, 3, 5))]
-    + [Point(b, 1, k) for b, k in product((1, 2, 3), (2, 3, 5))])
-HELD_OUT_POINTS: tuple[Point, ...] = (Point(1, 7), Point(3, 7), Point(4, 4), Point(1, 1, 9),
-                                      Point(4, 1, 6))
-
-
-@dataclass
-class Sample:
-    """A trace at one point; `held_out` samples are used only to verify."""
-
-    point: Point
-    trace: Trace
-    held_out: bool = False
 
 
 def sample_traces(config: Any, points: Iterable[Point] = FIT_POINTS,
@@ -104,7 +77,6 @@ def sample_traces(config: Any, points: Iterable[Point] = FIT_POINTS,
     no decode points when decode does not run. `method` is how the model traces
     (`lm_predictor.fallback`: `cpu` / `cpu-truncated` sample on CPU); the result is a
     `sampling.Samples` list that also says what was sampled (`kind`, `method`, `notes`)."""
-    from lm_predictor.sampling import sample_points
 
     return sample_points(config, points, held_out, model=model, dtype=dtype, method=method,
                          architecture=architecture)
@@ -508,6 +480,12 @@ def _domain_bind(shape: Shape, config: Mapping[str, Any]) -> str | None:
     if "kv_len" in shape.names and "seq_len" in shape.names:
         conds.append("${kv_len} > 0 and ${seq_len} > 1 ? 'derived entries model prefill and "
                      "one-token decode, not chunked prefill (seq_len > 1 with a filled cache)'")
+    shortest = min_prompt(config)
+    if "seq_len" in shape.names and shortest > 2:
+        prompt = "${kv_len} == 0 and " if "kv_len" in shape.names else ""
+        conds.append(f"{prompt}${{seq_len}} > 1 and ${{seq_len}} < {shortest} ? 'entry derived "
+                     f"for prompts of at least {shortest} tokens (short convolution); shorter "
+                     f"ones are not modelled'")
     if "seq_len" in shape.names:
         length = "${seq_len} + ${kv_len}" if "kv_len" in shape.names else "${seq_len}"
         for k, v in sorted(config.items()):

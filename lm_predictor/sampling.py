@@ -26,14 +26,63 @@ Example:
 """
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
+from itertools import product
 from typing import Any, Literal
 
 import torch
 
-from lm_predictor.derive import Point, Sample
+from formula_db.bind import plain_config
 from lm_predictor.errors import ModelError
+from tracing.records import Trace
+
+
+@dataclass(frozen=True)
+class Point:
+    """One traced shape: prefill when kv_len == 0 (seq_len new tokens), else one-token decode."""
+
+    batch: int
+    seq_len: int
+    kv_len: int = 0
+
+    @property
+    def phase(self) -> str:
+        return "decode" if self.kv_len else "prefill"
+
+
+FIT_POINTS: tuple[Point, ...] = tuple(
+    [Point(b, s) for b, s in product((1, 2, 3), (2, 3, 5))]
+    + [Point(b, 1, k) for b, k in product((1, 2, 3), (2, 3, 5))])
+HELD_OUT_POINTS: tuple[Point, ...] = (Point(1, 7), Point(3, 7), Point(4, 4), Point(1, 1, 9),
+                                      Point(4, 1, 6))
+
+
+@dataclass
+class Sample:
+    """A trace at one point; `held_out` samples are used only to verify."""
+
+    point: Point
+    trace: Trace
+    held_out: bool = False
+
+
+# Short causal convolutions (Mamba, gated delta nets, LFM short convs) pad a prompt shorter than
+# their kernel / cache length: cost is piecewise in the prompt length, with its break at that
+# config value. Prompts are sampled from that length on; derived entries refuse shorter ones.
+PROMPT_KEYS = re.compile(r"(conv_kernel|conv_kernel_size|conv_kernel_dim|conv_L_cache|d_conv|"
+                         r"conv_size|short_conv_kernel_size)$")
+
+
+def min_prompt(config: Any) -> int:
+    """The shortest prompt whose cost lies on the same polynomial as longer ones: the largest
+    short-convolution kernel / cache length of the config (its text sub-config included), else
+    1 (no such break)."""
+    values = [v for k, v in plain_config(config).items() if PROMPT_KEYS.search(k)
+              and isinstance(v, int) and not isinstance(v, bool)]
+    return max([1, *values])
+
 
 SampleKind = Literal["decoder", "prefill", "vision"]
 VISION_IMAGE = 32  # image side for vision configs that do not fix one (ResNet, RegNet)
@@ -85,6 +134,14 @@ def plan_points(kind: SampleKind, points: Iterable[Point], held_out: Iterable[Po
     while len(fit) < MIN_VISION_BATCHES:
         fit.append(next(extra))
     return tuple(Point(b, 0) for b in sorted(fit)), tuple(Point(b, 0) for b in held)
+
+
+def lift_prompts(points: Iterable[Point], shortest: int) -> tuple[Point, ...]:
+    """Prefill points moved up so the shortest sampled prompt (2 in the default points) is
+    `shortest` long; decode points (one new token on a cache) are kept."""
+    shift = max(0, shortest - 2)
+    return tuple(p if p.kv_len or not shift else Point(p.batch, p.seq_len + shift)
+                 for p in points)
 
 
 def image_size(config: Any, default: int = VISION_IMAGE) -> int:
@@ -156,7 +213,6 @@ def sample_points(config: Any, points: Iterable[Point] | None = None,
     CPU when meta cannot trace the model at all and its weights fit in memory. A prefill point
     that does not run raises `ModelError`; a decode point that does not run drops every decode
     point (noted in `Samples.notes`)."""
-    from lm_predictor.derive import FIT_POINTS, HELD_OUT_POINTS
     from lm_predictor.fallback import weights_fit, trace_with_fallback
     from lm_predictor.models import build_model
     from lm_predictor.run import forward_traced
@@ -169,6 +225,8 @@ def sample_points(config: Any, points: Iterable[Point] | None = None,
         model = build_model(config, device="meta", dtype=dtype, architecture=architecture)
     kind = sample_kind(model, config)
     fit, held = plan_points(kind, points, held_out)
+    if kind != "vision":
+        fit, held = lift_prompts(fit, min_prompt(config)), lift_prompts(held, min_prompt(config))
     out = Samples(kind=kind, method="meta")
     answered: set[str] = set()
     cpu: list[torch.nn.Module] = []

@@ -91,9 +91,9 @@ def _covered(config_class: str, **overrides: object):
     return config, registry, report
 
 
-def _exact_at_unseen(config, registry: Registry, report) -> None:
+def _exact_at_unseen(config, registry: Registry, report, shapes=UNSEEN) -> None:
     reg = with_entries(registry, report.entries)
-    for b, s, phase, kv in UNSEEN:
+    for b, s, phase, kv in shapes:
         recon = reconcile(trace_config(config, b, s, phase, kv), reg)
         bad = [(r.call_id, r.error, r.measured, r.predicted) for r in recon.calls
                if r.status != "exact"]
@@ -122,20 +122,25 @@ def test_layers_that_differ_are_fitted_per_module_attribute() -> None:
     _exact_at_unseen(config, registry, report)
 
 
-def test_breakpoint_reached_only_by_held_out_shapes_is_refused_with_its_config_value() -> None:
-    # LFM2's short convolution pads its input to conv_L_cache tokens: cost steps at seq 7
+def test_short_convolution_prompts_sampled_from_its_cache_length() -> None:
+    # LFM2's short convolution pads its input to conv_L_cache tokens: cost breaks at seq 7.
+    # Prompts are sampled from 7 tokens on, the entries are exact at unseen longer shapes and
+    # refuse a shorter prompt with the reason (decode stays in the domain).
     config, registry, report = _covered("Lfm2Config", conv_L_cache=7,
                                         num_hidden_layers=2,
                                         layer_types=["conv", "full_attention"])
-    conv = next(o for o in report.outcomes if o.class_name.endswith("Lfm2ShortConv"))
-    assert conv.source == "none"
-    assert "held-out" in conv.reason and "conv_L_cache=7" in conv.reason
+    assert report.count("none") == 0, report.lines()
+    _exact_at_unseen(config, registry, report, ((1, 11, "prefill", 0), (5, 9, "prefill", 0),
+                                                (1, 1, "decode", 12), (5, 1, "decode", 8)))
+    conv = next(e for e in report.entries if e.full_class_name.endswith("Lfm2ShortConv"))
+    domain = next(p for p in conv.parameters if p.name == "in_domain")
+    assert "at least 7 tokens" in domain.bind
 
 
 def test_lfm2_layer_variant_by_attention_flag() -> None:
-    # with the conv cache past every sampled and unseen length, the hybrid's decoder layers
-    # (short conv / attention) are told apart by their is_attention_layer flag
-    config, registry, report = _covered("Lfm2Config", conv_L_cache=64,
+    # with a real LFM2's conv cache (3 tokens: prompts sampled from 3 on), the hybrid's decoder
+    # layers (short conv / attention) are told apart by their is_attention_layer flag
+    config, registry, report = _covered("Lfm2Config", conv_L_cache=3,
                                         num_hidden_layers=2,
                                         layer_types=["conv", "full_attention"])
     assert report.count("none") == 0, report.lines()
