@@ -25,6 +25,7 @@ from typing import Any
 from formula_db.meta import Described, TensorMeta, ValueSummary
 
 MAX_CALLS = 12
+POSITIONS = frozenset({"list_index", "block_index"})  # attributes taken from the module path
 
 
 @dataclass(frozen=True)
@@ -55,9 +56,12 @@ class RecordedCall:
     depth: int = 0
 
     def signature(self) -> str:
-        """What makes two calls interchangeable for a formula (path and count excluded)."""
-        return repr((self.inputs, sorted(self.kwargs.items()), self.outputs,
-                     sorted(self.attributes.items()), sorted(self.measured.items())))
+        """What makes two calls interchangeable for a formula (path, count and the positions
+        derived from the path, `list_index` / `block_index`, excluded: layers that cost the
+        same merge)."""
+        attrs = sorted((k, v) for k, v in self.attributes.items() if k not in POSITIONS)
+        return repr((self.inputs, sorted(self.kwargs.items()), self.outputs, attrs,
+                     sorted(self.measured.items())))
 
     def to_json(self) -> dict[str, Any]:
         """JSON-safe view for prompts and tool reports."""
