@@ -24,6 +24,9 @@ SKIPPED: dict[str, str] = {
     "check --suite zoo --baseline last":
         "traces 15 architectures at 5 shapes each (over a minute); tests/test_check.py runs "
         "the same command on a small suite",
+    "check --suite transformers --workers 2":
+        "sweeps every installed model type (about 7 minutes on 2 cores; a benchmark, "
+        "benchmarks/transformers_suite.py); tests/sweep runs the same sweep on a handful of types",
     "agent MyBlock --model-id ./my-model/config.json":
         "runs the formula agent: needs Claude credentials and the network",
     "agent MyBlock --model-id ./my-model --force --budget-usd 1 --max-turns 20":
