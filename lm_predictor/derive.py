@@ -227,6 +227,16 @@ def fit_poly(data: list[tuple[dict[str, int], int]], names: list[str],
     return {m: c for m, c in zip(mons, sol) if c != 0}
 
 
+def nested_calls_text(nested: list[tuple[str, list[str]]]) -> str:
+    """Template text summing nested calls `{key}(args)`, identical calls counted once with a
+    multiplier ("" when there are none)."""
+    grouped: dict[str, int] = {}
+    for key, args in nested:
+        text = f"{{{key}}}({', '.join(args)})"
+        grouped[text] = grouped.get(text, 0) + 1
+    return " + ".join(t if n == 1 else f"{n} * {t}" for t, n in grouped.items())
+
+
 def poly_text(poly: Mapping[Monomial, Fraction]) -> str:
     """Template text of a polynomial (integer coefficients; a common denominator floors exactly
     on integer-valued polynomials)."""
@@ -743,11 +753,7 @@ class Deriver:
             nested, sums = self._child_part(shape, fit_calls, batch_degree)
         except (FormulaError, ValueError) as exc:
             return f"children: {exc}"
-        grouped: dict[str, int] = {}
-        for ck, args in nested:
-            text = f"{{{ck}}}({', '.join(args)})"
-            grouped[text] = grouped.get(text, 0) + 1
-        calls_text = " + ".join(t if n == 1 else f"{n} * {t}" for t, n in grouped.items())
+        calls_text = nested_calls_text(nested)
         templates: dict[str, str] = {}
         for m in METRICS:
             data: list[tuple[dict[str, int], int]] = []

@@ -54,6 +54,7 @@ from formula_db.errors import FormulaError
 from formula_db.registry import Registry
 from formula_db.schema import METRICS, FormulaEntry
 from lm_predictor.derive import (GUARD, Deriver, Point, Sample, _literal, child_slots,
+                                 nested_calls_text,
                                  config_hash, guard_bind, guard_values, instances, itemsize_bind,
                                  poly_text, roots_of, solve_exact, verify, with_entries)
 from lm_predictor.results import BACKWARD_METRICS
@@ -461,11 +462,7 @@ class BackwardDeriver:
         # backward: children's backward as nested calls plus the class's own cost
         flash_param: list[dict[str, Any]] = []
         nested, sums = self._nested(names, fit, values, flash_param)
-        grouped: dict[str, int] = {}
-        for ck, args in nested:
-            text = f"{{{ck}}}({', '.join(args)})"
-            grouped[text] = grouped.get(text, 0) + 1
-        calls_text = " + ".join(t if n == 1 else f"{n} * {t}" for t, n in grouped.items())
+        calls_text = nested_calls_text(nested)
         backward: dict[str, str] = {}
         for m in BACKWARD_METRICS:
             own = [(v, c.backward_inclusive.as_dict()[m] - acc[m])

@@ -152,12 +152,14 @@ def test_backward_formula_is_not_the_forward() -> None:
     assert 1.9 * totals.forward.flops < totals.backward.flops < 2.6 * totals.forward.flops
 
 
-def predicted_step(config: Any, batch: int, seq: int, kind: str) -> dict[str, dict[str, Any]]:
+def predicted_step(config: Any, batch: int, seq: int, kind: str,
+                   dtype: str = "float32") -> dict[str, dict[str, Any]]:
     """Trace-free training step: the top-level entry bound from the config alone
-    (`Predictor.for_config`), with labels, autograd recording and the attention backward kind."""
+    (`Predictor.for_config`, whose `dtype` sets the itemsize), with labels, autograd recording
+    and the attention backward kind."""
     from lm_predictor.predict.predictor import Predictor
 
-    predictor = Predictor.for_config(config, registry=REGISTRY)
+    predictor = Predictor.for_config(config, registry=REGISTRY, dtype=dtype)
     names = REGISTRY.get(predictor.key).param_names
     step = {"has_labels": True, "grad_enabled": True, "flash": kind == "flash",
             "training": True}  # training: dropout active (GPT-2, OPT)

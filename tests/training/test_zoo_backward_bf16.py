@@ -17,15 +17,14 @@ prediction of a whole bfloat16 step from the config for Llama and Gemma 2; an ev
 from __future__ import annotations
 
 import warnings
-from typing import Any
 
 import pytest
 import torch
 
 from lm_predictor.models import build_model
 from lm_predictor.results import BACKWARD_METRICS
-from tests.training.test_zoo_backward import (FAMILIES, REGISTRY, _tiny, step_problems,
-                                              training_step)
+from tests.training.test_zoo_backward import (FAMILIES, REGISTRY, _tiny, predicted_step,
+                                              step_problems, training_step)
 
 BASE = ["llama", "mistral", "qwen2", "qwen3", "phi3", "gpt2", "opt", "gemma2", "gpt_neox"]
 # variants whose float32 differences matter in half precision too: tied lm_head (gradient sum
@@ -62,23 +61,6 @@ def test_fp16_training_step_reconciles(family: str) -> None:
     assert not problems, "fp16 training step does not reconcile:\n  " + "\n  ".join(problems[:30])
 
 
-def predicted_half_step(config: Any, dtype: str, batch: int, seq: int,
-                        kind: str) -> dict[str, dict[str, Any]]:
-    """Trace-free training step in `dtype`: the top-level entry bound from the config alone
-    (`Predictor.for_config(..., dtype=...)` sets the itemsize), with the training flags."""
-    from lm_predictor.predict.predictor import Predictor
-
-    predictor = Predictor.for_config(config, registry=REGISTRY, dtype=dtype)
-    names = REGISTRY.get(predictor.key).param_names
-    step = {"has_labels": True, "grad_enabled": True, "flash": kind == "flash", "training": True}
-    params = dict(predictor.fixed, batch=batch, seq_len=seq, kv_len=0)
-    params.update({k: v for k, v in step.items() if k in names})
-    forward = REGISTRY.evaluate_all(predictor.key, params)
-    backward = REGISTRY.evaluate_backward(predictor.key, params)
-    assert backward is not None
-    return {"forward": forward, "backward": backward}
-
-
 @pytest.mark.parametrize("family", ["llama", "gemma2"])
 def test_trace_free_bf16_training_step(family: str) -> None:
     """Forward + backward of a whole bf16 step predicted from the config equal the traced totals;
@@ -91,7 +73,7 @@ def test_trace_free_bf16_training_step(family: str) -> None:
             warnings.simplefilter("ignore")
             t = training_step(model, batch, seq, kind)
         totals = t.step_totals()
-        predicted = predicted_half_step(config, "bfloat16", batch, seq, kind)
+        predicted = predicted_step(config, batch, seq, kind, dtype="bfloat16")
         assert t.outside.as_dict() == {"flops": 0, "vector_flops": 0, "bytes_read": 4,
                                        "bytes_written": 4}
         assert {m: predicted["forward"][m] for m in BACKWARD_METRICS} == t.calls[0].inclusive.as_dict()
